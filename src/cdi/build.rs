@@ -1,0 +1,230 @@
+//! Discovery + inventory + profiles -> a CDI spec. Pure: no file is touched.
+//!
+//! Devices: each GPU by index and by UUID, `all`, and one per profile (on
+//! hosts with several GPUs also `gpuN-PROFILE` per GPU). What every device
+//! needs (control nodes, libraries, data files, binaries, the MPS pipe
+//! directory) goes in the spec-level edits, applied once per container.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::{minimum_version, owner_marker, ContainerEdits, Device, DeviceNode, Hook, Kind, Mount, Spec, PROFILE_ENV};
+use crate::discover::{self, Discovery, FileMount};
+use crate::inventory::{Gpu, Inventory};
+
+/// How the spec's profile devices call gpuwarden's OCI hooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookSettings {
+    /// The gpuwarden binary as the runtime will exec it.
+    pub path: PathBuf,
+    /// Arguments after `hook admit`/`hook release` (`--config`, `--inventory`, ...).
+    pub extra_args: Vec<String>,
+}
+
+/// Everything a spec is made from.
+pub struct SpecInput<'a> {
+    pub kind: &'a Kind,
+    pub inventory: &'a Inventory,
+    pub discovery: &'a Discovery,
+    pub profiles: &'a [String],
+    /// `None` leaves admission out (a spec for devices only).
+    pub hooks: Option<&'a HookSettings>,
+}
+
+fn nodes(found: &[discover::DeviceNode]) -> Vec<DeviceNode> {
+    found
+        .iter()
+        .map(|n| DeviceNode {
+            path: n.path.display().to_string(),
+            host_path: (n.host_path != n.path).then(|| n.host_path.display().to_string()),
+        })
+        .collect()
+}
+
+fn mount(m: &FileMount) -> Mount {
+    let access = if m.writable { "rw" } else { "ro" };
+    Mount {
+        host_path: m.host_path.display().to_string(),
+        container_path: m.container_path.display().to_string(),
+        options: [access, "nosuid", "nodev", "bind"].map(String::from).to_vec(),
+    }
+}
+
+fn hooks(settings: &HookSettings) -> Vec<Hook> {
+    let call = |stage: &str, verb: &str| Hook {
+        hook_name: stage.into(),
+        path: settings.path.display().to_string(),
+        args: ["gpuwarden", "hook", verb].into_iter().map(String::from).chain(settings.extra_args.iter().cloned()).collect(),
+        timeout: None,
+    };
+    vec![call("createRuntime", "admit"), call("poststop", "release")]
+}
+
+/// Builds the spec; its `cdiVersion` is the lowest its content needs.
+pub fn build_spec(input: &SpecInput) -> Spec {
+    let d = input.discovery;
+    let gpu_nodes = |g: &Gpu| nodes(d.gpu_nodes.get(&g.index).map_or(&[][..], Vec::as_slice));
+    let plain = |name: String, device_nodes: Vec<DeviceNode>| Device {
+        name,
+        container_edits: ContainerEdits { device_nodes, ..Default::default() },
+    };
+    let profile_device = |name: String, profile: &str, gpu: &Gpu| Device {
+        name,
+        container_edits: ContainerEdits {
+            env: vec![format!("{PROFILE_ENV}={profile}")],
+            device_nodes: gpu_nodes(gpu),
+            hooks: input.hooks.map(hooks).unwrap_or_default(),
+            mounts: Vec::new(),
+        },
+    };
+
+    let gpus = &input.inventory.gpus;
+    let mut devices = Vec::new();
+    for g in gpus {
+        devices.push(plain(g.index.to_string(), gpu_nodes(g)));
+        devices.push(plain(g.uuid.clone(), gpu_nodes(g)));
+    }
+    devices.push(plain("all".into(), gpus.iter().flat_map(gpu_nodes).collect()));
+    let first = gpus.iter().min_by_key(|g| g.index);
+    for profile in input.profiles {
+        if let Some(first) = first {
+            devices.push(profile_device(profile.clone(), profile, first));
+        }
+        if gpus.len() > 1 {
+            for g in gpus {
+                devices.push(profile_device(format!("gpu{}-{profile}", g.index), profile, g));
+            }
+        }
+    }
+
+    let mut files: Vec<FileMount> = d.library_mounts();
+    files.extend(d.files.iter().cloned());
+    if let Some(pipe) = &d.mps_pipe_dir {
+        files.push(FileMount { host_path: pipe.clone(), container_path: pipe.clone(), writable: true });
+    }
+    files.sort_by(|a, b| a.container_path.cmp(&b.container_path));
+    let mut taken: BTreeSet<&Path> = BTreeSet::new();
+    let mounts = files.iter().filter(|f| taken.insert(&f.container_path)).map(mount).collect();
+
+    let mut spec = Spec {
+        cdi_version: String::new(),
+        kind: input.kind.to_string(),
+        devices,
+        container_edits: ContainerEdits {
+            env: vec![owner_marker()],
+            device_nodes: nodes(&d.control_nodes),
+            hooks: Vec::new(),
+            mounts,
+        },
+    };
+    spec.cdi_version = minimum_version(&spec);
+    spec
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::discover::Library;
+    use crate::inventory::builtin;
+    use std::collections::BTreeMap;
+
+    pub(crate) fn two_gpu_inventory() -> Inventory {
+        let mut inv = builtin("rtx4070").unwrap();
+        let mut g = inv.gpus[0].clone();
+        (g.index, g.minor, g.pci_bus_id) = (1, 1, "00000000:02:00.0".into());
+        g.uuid = "GPU-11111111-2222-3333-4444-555555555555".into();
+        inv.gpus.push(g);
+        inv
+    }
+
+    pub(crate) fn discovery(inv: &Inventory, dev: &str) -> Discovery {
+        let node = |name: &str| discover::DeviceNode { path: format!("/dev/{name}").into(), host_path: format!("{dev}/{name}").into() };
+        Discovery {
+            control_nodes: vec![node("nvidiactl"), node("nvidia-uvm")],
+            gpu_nodes: inv.gpus.iter().map(|g| (g.index, vec![node(&format!("nvidia{}", g.minor))])).collect::<BTreeMap<_, _>>(),
+            libraries: vec![Library {
+                host_path: "/drv/usr/lib/x86_64-linux-gnu/nvidia/current/libcuda.so.535.261.03".into(),
+                file_name: "libcuda.so.535.261.03".into(),
+                soname: Some("libcuda.so.1".into()),
+            }],
+            files: vec![FileMount { host_path: "/drv/usr/lib/nvidia/current/nvidia-smi".into(), container_path: "/usr/bin/nvidia-smi".into(), writable: false }],
+            mps_pipe_dir: Some("/tmp/nvidia-mps".into()),
+        }
+    }
+
+    fn build(inv: &Inventory, dev: &str, hooks: Option<&HookSettings>) -> Spec {
+        let kind = Kind::new("nvidia.com", "gpu").unwrap();
+        let profiles = vec!["comfyui".to_string(), "blender".to_string()];
+        build_spec(&SpecInput { kind: &kind, inventory: inv, discovery: &discovery(inv, dev), profiles: &profiles, hooks })
+    }
+
+    fn names(spec: &Spec) -> Vec<&str> {
+        spec.devices.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    #[test]
+    fn one_gpu_gets_index_uuid_all_and_one_device_per_profile() {
+        let inv = builtin("rtx4070").unwrap();
+        let spec = build(&inv, "/dev", None);
+        assert_eq!(names(&spec), ["0", inv.gpus[0].uuid.as_str(), "all", "comfyui", "blender"]);
+        let comfy = &spec.devices[3].container_edits;
+        assert_eq!(comfy.env, ["GPUWARDEN_PROFILE=comfyui"]);
+        assert_eq!(comfy.device_nodes, [DeviceNode { path: "/dev/nvidia0".into(), host_path: None }]);
+    }
+
+    #[test]
+    fn several_gpus_add_per_gpu_profile_devices() {
+        let spec = build(&two_gpu_inventory(), "/dev", None);
+        let n = names(&spec);
+        for want in ["0", "1", "all", "comfyui", "gpu0-comfyui", "gpu1-comfyui", "gpu1-blender"] {
+            assert!(n.contains(&want), "{want} missing from {n:?}");
+        }
+        let gpu1 = spec.devices.iter().find(|d| d.name == "gpu1-comfyui").unwrap();
+        assert_eq!(gpu1.container_edits.device_nodes[0].path, "/dev/nvidia1");
+        assert_eq!(gpu1.container_edits.env, ["GPUWARDEN_PROFILE=comfyui"]);
+        let all = spec.devices.iter().find(|d| d.name == "all").unwrap();
+        assert_eq!(all.container_edits.device_nodes.len(), 2);
+    }
+
+    #[test]
+    fn libraries_are_mounted_read_only_under_file_name_and_soname() {
+        let spec = build(&builtin("rtx4070").unwrap(), "/dev", None);
+        let targets: Vec<(&str, &str)> =
+            spec.container_edits.mounts.iter().map(|m| (m.container_path.as_str(), m.host_path.as_str())).collect();
+        let cuda = "/drv/usr/lib/x86_64-linux-gnu/nvidia/current/libcuda.so.535.261.03";
+        assert!(targets.contains(&("/usr/lib/x86_64-linux-gnu/libcuda.so.1", cuda)), "{targets:?}");
+        assert!(targets.contains(&("/usr/lib/x86_64-linux-gnu/libcuda.so.535.261.03", cuda)), "{targets:?}");
+        let lib = spec.container_edits.mounts.iter().find(|m| m.container_path.ends_with("libcuda.so.1")).unwrap();
+        assert_eq!(lib.options, ["ro", "nosuid", "nodev", "bind"]);
+        let pipe = spec.container_edits.mounts.iter().find(|m| m.container_path == "/tmp/nvidia-mps").unwrap();
+        assert_eq!(pipe.options[0], "rw");
+    }
+
+    #[test]
+    fn the_version_is_0_5_0_and_never_more_without_annotations() {
+        let spec = build(&builtin("rtx4070").unwrap(), "/dev", None);
+        assert_eq!(spec.cdi_version, "0.5.0", "index devices start with a digit");
+        let moved = build(&builtin("rtx4070").unwrap(), "/tmp/fake-dev", None);
+        assert_eq!(moved.cdi_version, "0.5.0");
+        assert_eq!(moved.container_edits.device_nodes[0].host_path.as_deref(), Some("/tmp/fake-dev/nvidiactl"));
+    }
+
+    #[test]
+    fn profile_devices_carry_the_admission_hooks_and_others_do_not() {
+        let settings = HookSettings { path: "/usr/local/bin/gpuwarden".into(), extra_args: vec!["--inventory".into(), "builtin:rtx4070".into()] };
+        let spec = build(&builtin("rtx4070").unwrap(), "/dev", Some(&settings));
+        let comfy = spec.devices.iter().find(|d| d.name == "comfyui").unwrap();
+        let stages: Vec<(&str, Vec<&str>)> =
+            comfy.container_edits.hooks.iter().map(|h| (h.hook_name.as_str(), h.args.iter().map(String::as_str).collect())).collect();
+        assert_eq!(stages[0], ("createRuntime", vec!["gpuwarden", "hook", "admit", "--inventory", "builtin:rtx4070"]));
+        assert_eq!(stages[1], ("poststop", vec!["gpuwarden", "hook", "release", "--inventory", "builtin:rtx4070"]));
+        assert!(spec.devices.iter().find(|d| d.name == "0").unwrap().container_edits.hooks.is_empty());
+        assert!(spec.container_edits.hooks.is_empty());
+    }
+
+    #[test]
+    fn the_spec_is_marked_as_ours() {
+        let spec = build(&builtin("rtx4070").unwrap(), "/dev", None);
+        assert!(spec.container_edits.env[0].starts_with("GPUWARDEN_CDI=gpuwarden/"));
+    }
+}

@@ -1,0 +1,95 @@
+//! CDI names: device names and `vendor/class` kinds, checked as the CDI spec
+//! defines them.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// `^[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?$`
+pub fn is_device_name(name: &str) -> bool {
+    let ok_edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    ok_edge(name.chars().next())
+        && ok_edge(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+}
+
+/// A vendor or class: starts with a letter, ends with a letter or digit,
+/// letters, digits, `_`, `-` and `.` between.
+fn is_kind_part(s: &str) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// A CDI kind, `vendor/class`, as in `nvidia.com/gpu`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kind {
+    pub vendor: String,
+    pub class: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid CDI {what} {value:?}: it must start with a letter, end with a letter or digit, and hold only letters, digits, '_', '-' and '.'{extra}")]
+pub struct KindError {
+    what: &'static str,
+    value: String,
+    extra: &'static str,
+}
+
+impl Kind {
+    pub fn new(vendor: &str, class: &str) -> Result<Self, KindError> {
+        if !is_kind_part(vendor) {
+            return Err(KindError { what: "vendor", value: vendor.into(), extra: "" });
+        }
+        if !is_kind_part(class) {
+            return Err(KindError { what: "class", value: class.into(), extra: "" });
+        }
+        if class.contains('.') {
+            // Accepted by CDI 0.6.0 and later only, which Podman 4.3 does not read.
+            return Err(KindError { what: "class", value: class.into(), extra: "; a '.' in the class needs cdiVersion 0.6.0, which Podman 4.3 ignores" });
+        }
+        Ok(Kind { vendor: vendor.into(), class: class.into() })
+    }
+
+    /// `vendor/class=name`, what users pass to `--device`.
+    pub fn qualify(&self, device: &str) -> String {
+        format!("{self}={device}")
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.vendor, self.class)
+    }
+}
+
+impl FromStr for Kind {
+    type Err = KindError;
+    fn from_str(s: &str) -> Result<Self, KindError> {
+        let (vendor, class) = s.split_once('/').unwrap_or((s, ""));
+        Kind::new(vendor, class)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_follow_the_cdi_pattern() {
+        for ok in ["0", "all", "comfyui", "gpu1-comfyui", "GPU-b1d7e4a0-4070", "a.b:c_d"] {
+            assert!(is_device_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a b", "a/b", "a=b", "ü"] {
+            assert!(!is_device_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinds_are_vendor_slash_class() {
+        let k: Kind = "nvidia.com/gpu".parse().unwrap();
+        assert_eq!(k.qualify("comfyui"), "nvidia.com/gpu=comfyui");
+        for bad in ["nvidia.com", "1nvidia.com/gpu", "nvidia.com/gpu-", "nvidia.com/gpu.x", "/gpu"] {
+            assert!(bad.parse::<Kind>().is_err(), "{bad}");
+        }
+    }
+}

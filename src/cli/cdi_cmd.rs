@@ -1,0 +1,131 @@
+//! `gpuwarden cdi generate | list | validate`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{absolute, inventory_cmd, GenerateArgs, ListArgs, Result, ValidateArgs};
+use crate::cdi::{self, build_spec, HookSettings, Kind, Severity, SpecInput};
+use crate::config::Config;
+use crate::discover::{discover, Roots};
+use crate::inventory::InventorySource;
+
+/// The arguments after `hook admit|release` that make the hooks see what the
+/// generator saw: the same configuration, inventory, driver root and state folder.
+fn hook_args(args: &GenerateArgs, source: &InventorySource, config_file: Option<&Path>) -> Result<Vec<String>> {
+    let mut extra = Vec::new();
+    if let Some(c) = config_file {
+        extra.extend(["--config".to_string(), absolute(c).display().to_string()]);
+    }
+    if args.source.inventory.is_some() {
+        let named = match source {
+            InventorySource::File(p) if p.as_os_str() == "-" => {
+                return Err("the hooks cannot read an inventory from stdin: write it to a file and pass --inventory FILE".into());
+            }
+            other => other.to_string(),
+        };
+        extra.extend(["--inventory".to_string(), named]);
+    }
+    if args.source.driver_root != Path::new("/") {
+        extra.extend(["--driver-root".to_string(), absolute(&args.source.driver_root).display().to_string()]);
+    }
+    if let Some(dir) = &args.state_dir {
+        extra.extend(["--state-dir".to_string(), absolute(dir).display().to_string()]);
+    }
+    Ok(extra)
+}
+
+pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>) -> Result<ExitCode> {
+    let root = inventory_cmd::driver_root(&args.source.driver_root)?;
+    let (source, inventory) = inventory_cmd::load(&args.source, config)?;
+    let roots = Roots { driver: root, dev: absolute(&args.dev_root) };
+    let discovery = discover(&roots, &inventory, &config.mps.pipe_directory)?;
+    let kind = Kind::new(&args.vendor, &args.class)?;
+    let hooks = if args.no_hooks {
+        None
+    } else {
+        let path = match &args.hook_path {
+            Some(p) => absolute(p),
+            None => super::this_binary()?,
+        };
+        Some(HookSettings { path, extra_args: hook_args(args, &source, config_file)? })
+    };
+    let profiles = config.profile_names();
+    let spec = build_spec(&SpecInput { kind: &kind, inventory: &inventory, discovery: &discovery, profiles: &profiles, hooks: hooks.as_ref() });
+    let format = args.format.unwrap_or_else(|| cdi::Format::for_path(&args.output));
+    if args.output == Path::new("-") {
+        print!("{}", cdi::render(&spec, format));
+        return Ok(ExitCode::SUCCESS);
+    }
+    cdi::install(&spec, format, &args.output, &args.cdi_dirs)?;
+    let names: Vec<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
+    println!(
+        "wrote {} (cdiVersion {}): {}={}; {} mounts, {} device nodes",
+        args.output.display(),
+        spec.cdi_version,
+        kind,
+        names.join(", ="),
+        spec.container_edits.mounts.len(),
+        spec.container_edits.device_nodes.len() + discovery.gpu_nodes.values().map(Vec::len).sum::<usize>()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(args: &ListArgs) -> Result<ExitCode> {
+    let (specs, broken) = cdi::scan(&args.cdi_dirs);
+    for (path, why) in &broken {
+        eprintln!("gpuwarden: skipped {}: {why}", path.display());
+    }
+    let mut defined: BTreeMap<String, Vec<&Path>> = BTreeMap::new();
+    for s in &specs {
+        for d in &s.devices {
+            defined.entry(format!("{}={d}", s.kind)).or_default().push(&s.path);
+        }
+    }
+    if defined.is_empty() {
+        let dirs: Vec<String> = args.cdi_dirs.iter().map(|d| d.display().to_string()).collect();
+        println!("no CDI devices in {}", dirs.join(", "));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = defined.keys().map(String::len).max().unwrap_or(6).max(6);
+    println!("{:<width$}  SPEC", "DEVICE");
+    for (device, files) in &defined {
+        for f in files {
+            let note = if files.len() > 1 { "  (defined twice: unusable until one spec drops it)" } else { "" };
+            println!("{device:<width$}  {}{note}", f.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn validate(args: &ValidateArgs) -> Result<ExitCode> {
+    let files: Vec<PathBuf> = if args.files.is_empty() {
+        let (specs, broken) = cdi::scan(&args.cdi_dirs);
+        specs.into_iter().map(|s| s.path).chain(broken.into_iter().map(|(p, _)| p)).collect()
+    } else {
+        args.files.clone()
+    };
+    if files.is_empty() {
+        println!("no CDI specs to check");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (mut errors, mut warnings) = (0, 0);
+    for file in &files {
+        let findings = cdi::validate_file(file);
+        for f in &findings {
+            match f.severity {
+                Severity::Error => errors += 1,
+                Severity::Warning => warnings += 1,
+            }
+            println!("{f}");
+        }
+        if findings.is_empty() {
+            println!("{}: ok", file.display());
+        }
+    }
+    if errors > 0 {
+        eprintln!("gpuwarden: {errors} error(s), {warnings} warning(s) in {} spec(s)", files.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

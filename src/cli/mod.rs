@@ -1,0 +1,271 @@
+//! The command line: argument definitions and dispatch. Each command lives
+//! in its own module and only calls the library.
+
+mod cdi_cmd;
+mod hook_cmd;
+mod inventory_cmd;
+mod podman_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use podman_cmd::precreate_hook_json;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Share NVIDIA GPUs between containers safely.
+///
+/// Install time: `gpuwarden cdi generate` writes a CDI spec so that
+/// `podman run --device nvidia.com/gpu=comfyui ...` gets the GPU, its driver
+/// and gpuwarden's admission hooks; `gpuwarden podman install-hook` installs
+/// the precreate hook that applies the profile (MPS limits, hardening).
+/// Container start: the hooks admit a container or refuse it against the GPU's
+/// budget, and `gpuwarden status` shows who holds what.
+#[derive(Debug, Parser)]
+#[command(name = "gpuwarden", version, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file (budget, profiles). A missing default file means built-in defaults.
+    #[arg(long, global = true, value_name = "FILE", env = "GPUWARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug); GPUWARDEN_LOG takes a tracing filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the GPUs (index, UUID, memory, minor, PCI bus id, compute capability, driver).
+    Inventory(InventoryArgs),
+    /// Generate, list and validate CDI specs.
+    #[command(subcommand)]
+    Cdi(CdiCommand),
+    /// Show the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// OCI hooks, run by Podman and runc (not by hand).
+    #[command(subcommand)]
+    Hook(HookCommand),
+    /// Budget used and left per GPU, and who holds it.
+    Status(StatusArgs),
+    /// The reservation ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Set Podman up for gpuwarden.
+    #[command(subcommand)]
+    Podman(PodmanCommand),
+}
+
+/// Where the GPUs are learnt from.
+#[derive(Debug, Clone, Args)]
+pub struct GpuSource {
+    /// GPU inventory instead of NVML: a JSON file as `inventory --json` prints, `-` for stdin,
+    /// or `builtin:rtx4070` (one RTX 4070, 12 GiB, driver 535.261.03) for machines without a GPU.
+    #[arg(long, value_name = "FILE|builtin:NAME")]
+    pub inventory: Option<String>,
+    /// Folder holding the driver's files (libraries, binaries) instead of /.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub driver_root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    #[command(flatten)]
+    pub source: GpuSource,
+    /// Print JSON (the inventory file format) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CdiCommand {
+    /// Discover GPUs, device nodes, driver libraries and binaries, and write a CDI spec.
+    ///
+    /// Devices: each GPU by index and UUID, `all`, and one per profile (`comfyui`,
+    /// `blender`; `gpuN-PROFILE` per GPU on hosts with several). Libraries are mounted
+    /// read-only under their file name and SONAME, so `--read-only` containers work.
+    /// The spec has the lowest cdiVersion its content needs (0.5.0, which Podman 4.3 reads).
+    Generate(GenerateArgs),
+    /// List every CDI device on this host and the spec that defines it.
+    List(ListArgs),
+    /// Check CDI specs: schema, names, versions, and host paths that do not exist.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub source: GpuSource,
+    /// Where to write the spec; `-` prints it.
+    #[arg(long, short, value_name = "PATH|-", default_value = "/etc/cdi/gpuwarden.yaml")]
+    pub output: PathBuf,
+    /// Spec format; by default JSON for a .json output, YAML otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<crate::cdi::Format>,
+    /// Folder that stands for /dev (device nodes are looked for there).
+    #[arg(long, value_name = "DIR", default_value = "/dev")]
+    pub dev_root: PathBuf,
+    /// CDI vendor of the devices.
+    #[arg(long, default_value = "nvidia.com")]
+    pub vendor: String,
+    /// CDI class of the devices; change it if NVIDIA's own spec already defines nvidia.com/gpu.
+    #[arg(long, default_value = "gpu")]
+    pub class: String,
+    /// Spec folders checked for devices defined twice (repeatable).
+    #[arg(long = "cdi-dir", value_name = "DIR", default_values = crate::cdi::DEFAULT_SPEC_DIRS)]
+    pub cdi_dirs: Vec<PathBuf>,
+    /// The gpuwarden binary the runtime runs as hook (default: this binary).
+    #[arg(long, value_name = "PATH")]
+    pub hook_path: Option<PathBuf>,
+    /// State folder the admission hooks use (default: the configuration's, /run/gpuwarden).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Leave the admission hooks out of the profile devices.
+    #[arg(long)]
+    pub no_hooks: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Spec folders to list (repeatable).
+    #[arg(long = "cdi-dir", value_name = "DIR", default_values = crate::cdi::DEFAULT_SPEC_DIRS)]
+    pub cdi_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Spec files to check; by default every spec in the spec folders.
+    pub files: Vec<PathBuf>,
+    #[arg(long = "cdi-dir", value_name = "DIR", default_values = crate::cdi::DEFAULT_SPEC_DIRS)]
+    pub cdi_dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (defaults with the file applied) as TOML.
+    Show,
+}
+
+/// Options every hook takes.
+#[derive(Debug, Clone, Args)]
+pub struct HookArgs {
+    /// GPU inventory instead of NVML (see `gpuwarden inventory --help`); overrides the configuration's.
+    #[arg(long, value_name = "FILE|builtin:NAME")]
+    pub inventory: Option<String>,
+    /// State folder holding the ledger (default: the configuration's, /run/gpuwarden).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Folder holding the driver (NVML is loaded from there).
+    #[arg(long, value_name = "DIR")]
+    pub driver_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Podman's precreate stage: config.json on stdin, the config to use on stdout.
+    Precreate(HookArgs),
+    /// createRuntime/prestart: OCI state on stdin; exit 0 admits, else one line says why not.
+    Admit(HookArgs),
+    /// poststop: OCI state on stdin; gives the container's share back.
+    Release(HookArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub hook: HookArgs,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Move an unreadable ledger aside (kept as ledger.json.bad-SECONDS) and start an empty one.
+    Reset {
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PodmanCommand {
+    /// Install the hooks.d file that runs `gpuwarden hook precreate` for every container.
+    InstallHook {
+        /// Podman's hooks folder.
+        #[arg(long, value_name = "DIR", default_value = "/usr/share/containers/oci/hooks.d")]
+        hooks_dir: PathBuf,
+        /// The gpuwarden binary Podman runs (default: this binary).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Print the file instead of installing it.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+/// Logs go to stderr only: stdout belongs to the hook stages that print configs.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GPUWARDEN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .try_init();
+}
+
+fn load_config(cli_config: &Option<PathBuf>) -> Result<crate::config::Config> {
+    let (path, explicit) = match cli_config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(crate::config::DEFAULT_CONFIG_PATH), false),
+    };
+    Ok(crate::config::Config::load(&path, explicit)?)
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let config = load_config(&cli.config)?;
+    match cli.command {
+        Command::Inventory(args) => inventory_cmd::run(&args, &config),
+        Command::Cdi(CdiCommand::Generate(args)) => cdi_cmd::generate(&args, &config, cli.config.as_deref()),
+        Command::Cdi(CdiCommand::List(args)) => cdi_cmd::list(&args),
+        Command::Cdi(CdiCommand::Validate(args)) => cdi_cmd::validate(&args),
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hook(hook) => hook_cmd::run(hook, &config),
+        Command::Status(args) => hook_cmd::status(&args, &config),
+        Command::Ledger(LedgerCommand::Reset { state_dir }) => hook_cmd::ledger_reset(state_dir, &config),
+        Command::Podman(PodmanCommand::InstallHook { hooks_dir, binary, print }) => {
+            podman_cmd::install_hook(&hooks_dir, binary, print, cli.config.as_deref())
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `path` made absolute against the current folder (for paths written into specs and hooks).
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// This binary, as hooks should call it.
+fn this_binary() -> Result<PathBuf> {
+    Ok(std::env::current_exe()?.canonicalize()?)
+}

@@ -1,0 +1,288 @@
+//! The configuration: `/etc/gpuwarden/config.toml` (or `--config FILE`) over
+//! built-in defaults. It sets the per-GPU budget (thread ceiling, client cap,
+//! named memory reserves), the workload profiles, the MPS pipe directory and
+//! optionally which inventory the hooks use. A malformed file is refused with
+//! its line and column; nothing is guessed.
+
+mod profile;
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use profile::{builtin_profiles, LandlockPaths, Profile};
+use profile::RawProfile;
+pub use values::{AbsPath, Capability, ClientCount, Percent, PinnedMemory, ProfileName, MPS_MAX_CLIENTS};
+
+use crate::size::ByteSize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/gpuwarden/config.toml";
+pub const DEFAULT_STATE_DIR: &str = "/run/gpuwarden";
+pub const DEFAULT_MPS_PIPE_DIR: &str = "/tmp/nvidia-mps";
+
+/// The effective configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// Where hooks learn the GPUs (`builtin:NAME` or a file); NVML when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<String>,
+    pub state_dir: PathBuf,
+    pub mps: MpsConfig,
+    pub budget: BudgetConfig,
+    pub profiles: BTreeMap<ProfileName, Profile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MpsConfig {
+    pub pipe_directory: PathBuf,
+}
+
+/// The budget of each GPU; `gpu` overrides it per GPU (by index or UUID).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BudgetConfig {
+    pub thread_ceiling: Percent,
+    pub max_clients: ClientCount,
+    pub reserves: BTreeMap<String, ByteSize>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub gpu: BTreeMap<String, GpuBudget>,
+}
+
+/// A GPU's own budget, where it differs from the common one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuBudget {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_ceiling: Option<Percent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_clients: Option<ClientCount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserves: Option<BTreeMap<String, ByteSize>>,
+}
+
+/// The budget that applies to one GPU, overrides resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectiveBudget {
+    pub thread_ceiling: Percent,
+    pub max_clients: ClientCount,
+    pub reserves: BTreeMap<String, ByteSize>,
+}
+
+impl BudgetConfig {
+    pub fn for_gpu(&self, index: u32, uuid: &str) -> EffectiveBudget {
+        let o = self.gpu.get(uuid).or_else(|| self.gpu.get(&index.to_string()));
+        EffectiveBudget {
+            thread_ceiling: o.and_then(|o| o.thread_ceiling).unwrap_or(self.thread_ceiling),
+            max_clients: o.and_then(|o| o.max_clients).unwrap_or(self.max_clients),
+            reserves: o.and_then(|o| o.reserves.clone()).unwrap_or_else(|| self.reserves.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    inventory: Option<String>,
+    state_dir: Option<AbsPath>,
+    #[serde(default)]
+    mps: RawMps,
+    #[serde(default)]
+    budget: RawBudget,
+    #[serde(default)]
+    profiles: BTreeMap<ProfileName, RawProfile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMps {
+    pipe_directory: Option<AbsPath>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    thread_ceiling: Option<Percent>,
+    max_clients: Option<ClientCount>,
+    reserves: Option<BTreeMap<String, ByteSize>>,
+    #[serde(default)]
+    gpu: BTreeMap<String, GpuBudget>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {}:{line}:{column}: {message}", path.display())]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("config {}: profiles.{profile}: {field} is required for a profile that is not built in", path.display())]
+    MissingField { path: PathBuf, profile: String, field: &'static str },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            inventory: None,
+            state_dir: DEFAULT_STATE_DIR.into(),
+            mps: MpsConfig { pipe_directory: DEFAULT_MPS_PIPE_DIR.into() },
+            budget: BudgetConfig {
+                thread_ceiling: Percent::new(100).expect("100 is a percentage"),
+                max_clients: ClientCount::MAX,
+                reserves: BTreeMap::from([("system".to_string(), ByteSize::mib(512))]),
+                gpu: BTreeMap::new(),
+            },
+            profiles: builtin_profiles()
+                .into_iter()
+                .map(|(n, p)| (n.parse().expect("built-in names are valid"), p))
+                .collect(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`; `explicit` says the user named it (a missing file is then
+    /// an error, while a missing default file means built-in defaults).
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        }
+    }
+
+    /// Parses config text over the defaults; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| crate::text::line_col(text, s.start));
+            ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+        })?;
+        let mut config = Config::default();
+        config.inventory = raw.inventory.or(config.inventory);
+        if let Some(dir) = raw.state_dir {
+            config.state_dir = dir.path().to_path_buf();
+        }
+        if let Some(dir) = raw.mps.pipe_directory {
+            config.mps.pipe_directory = dir.path().to_path_buf();
+        }
+        let b = &mut config.budget;
+        b.thread_ceiling = raw.budget.thread_ceiling.unwrap_or(b.thread_ceiling);
+        b.max_clients = raw.budget.max_clients.unwrap_or(b.max_clients);
+        if let Some(reserves) = raw.budget.reserves {
+            b.reserves = reserves;
+        }
+        b.gpu = raw.budget.gpu;
+        for (name, raw_profile) in raw.profiles {
+            let merged = Profile::merged(config.profiles.get(&name), raw_profile).map_err(|field| ConfigError::MissingField {
+                path: path.to_path_buf(),
+                profile: name.to_string(),
+                field,
+            })?;
+            config.profiles.insert(name, merged);
+        }
+        Ok(config)
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|(n, _)| n.as_str() == name).map(|(_, p)| p)
+    }
+
+    pub fn profile_names(&self) -> Vec<String> {
+        self.profiles.keys().map(|n| n.to_string()).collect()
+    }
+
+    /// The effective configuration as TOML that `parse` reads back.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the configuration always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/gpuwarden/config.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_ship_comfyui_and_blender() {
+        let c = Config::default();
+        let comfy = c.profile("comfyui").unwrap();
+        assert_eq!((comfy.threads.get(), comfy.pinned_memory.size()), (25, ByteSize::gib(3)));
+        let blender = c.profile("blender").unwrap();
+        assert_eq!((blender.threads.get(), blender.pinned_memory.size()), (50, ByteSize::gib(5)));
+        assert_eq!(c.budget.thread_ceiling.get(), 100);
+        assert_eq!(c.budget.max_clients.get(), 48);
+    }
+
+    #[test]
+    fn a_file_overrides_fields_and_adds_profiles() {
+        let c = parse(
+            r#"
+            [budget]
+            reserves = { steam = "4GiB", system = "512MiB" }
+            [profiles.comfyui]
+            pinned_memory = "3072M"
+            threads = 20
+            [profiles.sdxl]
+            threads = 40
+            pinned_memory = "6G"
+            capabilities = ["sys_nice"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.budget.reserves["steam"], ByteSize::gib(4));
+        assert_eq!(c.profile("comfyui").unwrap().threads.get(), 20);
+        assert_eq!(c.profile("comfyui").unwrap().landlock, Config::default().profile("comfyui").unwrap().landlock);
+        assert_eq!(c.profile("sdxl").unwrap().capabilities.iter().next().unwrap().to_string(), "CAP_SYS_NICE");
+        assert!(c.profile("blender").is_some(), "built-ins stay");
+    }
+
+    #[test]
+    fn malformed_files_are_refused_with_line_and_column() {
+        let cases = [
+            ("[budget]\nthread_ceiling = 150\n", "config.toml:2:18", "1 to 100"),
+            ("[profiles.comfyui]\npinned_memory = \"3XB\"\n", "config.toml:2:17", "invalid size"),
+            ("[profiles.comfyui]\nthreads = 10\nbogus = 1\n", "config.toml:3:1", "unknown field `bogus`"),
+            ("[profiles.all]\nthreads = 10\n", "config.toml:1:11", "profile name \"all\""),
+            ("[budget\n", "config.toml:1:8", ""),
+            ("[profiles.x]\ncapabilities = [\"CAP_FLY\"]\n", "config.toml:2:16", "unknown capability"),
+            ("state_dir = \"run/x\"\n", "config.toml:1:13", "not an absolute path"),
+            ("[budget]\nmax_clients = 64\n", "config.toml:2:15", "1 to 48"),
+        ];
+        for (text, at, why) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.starts_with(&format!("config /etc/gpuwarden/{at}: ")), "{text:?} -> {e}");
+            assert!(e.contains(why), "{text:?} -> {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn a_new_profile_must_give_threads_and_memory() {
+        let e = parse("[profiles.sdxl]\nthreads = 40\n").unwrap_err();
+        assert!(e.contains("profiles.sdxl: pinned_memory is required"), "{e}");
+    }
+
+    #[test]
+    fn per_gpu_overrides_apply_to_that_gpu_only() {
+        let c = parse("[budget.gpu.1]\nthread_ceiling = 80\nreserves = {}\n").unwrap();
+        let gpu1 = c.budget.for_gpu(1, "GPU-x");
+        assert_eq!(gpu1.thread_ceiling.get(), 80);
+        assert!(gpu1.reserves.is_empty());
+        assert_eq!(c.budget.for_gpu(0, "GPU-y").reserves["system"], ByteSize::mib(512));
+    }
+
+    #[test]
+    fn show_prints_a_file_that_reads_back_the_same() {
+        let c = parse("inventory = \"builtin:rtx4070\"\n[budget.reserves]\nsteam = \"4GiB\"\n[profiles.sdxl]\nthreads = 40\npinned_memory = \"6GiB\"\n").unwrap();
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_missing_default_file_means_defaults_but_a_named_one_is_an_error() {
+        assert_eq!(Config::load(Path::new("/nonexistent/config.toml"), false).unwrap(), Config::default());
+        let e = Config::load(Path::new("/nonexistent/config.toml"), true).unwrap_err().to_string();
+        assert!(e.contains("cannot read config /nonexistent/config.toml"), "{e}");
+    }
+}

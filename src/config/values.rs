@@ -1,0 +1,209 @@
+//! Value types of the configuration that check themselves while being read,
+//! so a bad value is reported at its line and column in the file.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::size::ByteSize;
+
+/// A share of a GPU's SMs, 1 to 100 percent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Percent(u32);
+
+impl Percent {
+    pub fn new(v: u32) -> Option<Percent> {
+        (1..=100).contains(&v).then_some(Percent(v))
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        u32::try_from(v).ok().and_then(Percent::new).ok_or_else(|| serde::de::Error::custom(format!("{v} is not a percentage from 1 to 100")))
+    }
+}
+
+/// Most MPS clients one GPU serves (48 on Volta and later).
+pub const MPS_MAX_CLIENTS: u32 = 48;
+
+/// A number of MPS clients, 1 to [`MPS_MAX_CLIENTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ClientCount(u32);
+
+impl ClientCount {
+    pub const MAX: ClientCount = ClientCount(MPS_MAX_CLIENTS);
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        u32::try_from(v)
+            .ok()
+            .filter(|v| (1..=MPS_MAX_CLIENTS).contains(v))
+            .map(ClientCount)
+            .ok_or_else(|| serde::de::Error::custom(format!("{v} clients: MPS serves 1 to {MPS_MAX_CLIENTS} per GPU")))
+    }
+}
+
+/// Pinned device memory: a size in whole MiB (MPS takes nothing finer), above zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PinnedMemory(ByteSize);
+
+impl PinnedMemory {
+    pub fn new(size: ByteSize) -> Result<PinnedMemory, String> {
+        if size == ByteSize::ZERO || !size.is_whole_mib() {
+            return Err(format!("pinned memory {size} must be a whole number of MiB above zero"));
+        }
+        Ok(PinnedMemory(size))
+    }
+    pub fn size(self) -> ByteSize {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for PinnedMemory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PinnedMemory::new(ByteSize::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A profile's name: a CDI device name that cannot be taken for another device.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ProfileName(String);
+
+impl ProfileName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProfileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ProfileName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let looks_per_gpu = s.strip_prefix("gpu").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+        if !crate::cdi::is_device_name(s) || !s.starts_with(|c: char| c.is_ascii_lowercase()) || s == "all" || looks_per_gpu {
+            return Err(format!(
+                "profile name {s:?}: use a lowercase letter then letters, digits, '-', '_' or '.'; not \"all\" nor gpuN..., which name other devices"
+            ));
+        }
+        Ok(ProfileName(s.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ProfileName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Linux capability, written `CAP_SYS_NICE` (or `sys_nice`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Capability(pub caps::Capability);
+
+impl PartialOrd for Capability {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Capability {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.index().cmp(&other.0.index())
+    }
+}
+
+impl FromStr for Capability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let upper = s.trim().to_ascii_uppercase();
+        let name = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+        caps::Capability::from_str(&name).map(Capability).map_err(|_| format!("unknown capability {s:?}"))
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for Capability {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Capability {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An absolute path.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct AbsPath(PathBuf);
+
+impl AbsPath {
+    pub fn new(p: impl Into<PathBuf>) -> Result<Self, String> {
+        let p = p.into();
+        if p.is_absolute() { Ok(AbsPath(p)) } else { Err(format!("{} is not an absolute path", p.display())) }
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for AbsPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        AbsPath::new(PathBuf::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_read_with_or_without_prefix() {
+        assert_eq!("sys_nice".parse::<Capability>().unwrap().to_string(), "CAP_SYS_NICE");
+        assert_eq!("CAP_CHOWN".parse::<Capability>().unwrap().to_string(), "CAP_CHOWN");
+        assert!("CAP_FLY".parse::<Capability>().is_err());
+    }
+
+    #[test]
+    fn profile_names_cannot_shadow_other_devices() {
+        assert!("comfyui".parse::<ProfileName>().is_ok());
+        assert!("sd-xl.2".parse::<ProfileName>().is_ok());
+        for bad in ["all", "gpu1-x", "0", "Comfy", "a b", ""] {
+            assert!(bad.parse::<ProfileName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pinned_memory_is_whole_mib() {
+        assert!(PinnedMemory::new(ByteSize::gib(3)).is_ok());
+        assert!(PinnedMemory::new(ByteSize::bytes(1000)).is_err());
+        assert!(PinnedMemory::new(ByteSize::ZERO).is_err());
+    }
+}

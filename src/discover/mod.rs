@@ -1,0 +1,125 @@
+//! Install-time discovery: which device nodes, driver libraries, data files and
+//! binaries a container needs to use the GPUs of an [`Inventory`]. Each kind of
+//! file has its own small discoverer returning plain data; `cdi` turns that data
+//! into a spec. Nothing here writes anything.
+
+mod devices;
+pub mod elf;
+mod files;
+pub mod ldcache;
+mod libraries;
+mod root;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::inventory::Inventory;
+
+pub use devices::device_nodes;
+pub use files::{binaries, data_files};
+pub use libraries::{driver_libraries, find_library, LIB_DIRS};
+pub use root::DriverRoot;
+
+/// The folder libraries are mounted into inside containers (Debian/Ubuntu's).
+pub const CONTAINER_LIB_DIR: &str = if cfg!(target_arch = "aarch64") {
+    "/usr/lib/aarch64-linux-gnu"
+} else {
+    "/usr/lib/x86_64-linux-gnu"
+};
+
+/// A device node: its path in the container and the node on the host.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeviceNode {
+    pub path: PathBuf,
+    pub host_path: PathBuf,
+}
+
+/// A driver library found under the driver root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Library {
+    /// The real file on the host (links resolved inside the driver root).
+    pub host_path: PathBuf,
+    /// `libcuda.so.535.261.03`.
+    pub file_name: String,
+    /// `libcuda.so.1`, from the file's ELF dynamic section.
+    pub soname: Option<String>,
+}
+
+/// A file or folder bind-mounted into containers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileMount {
+    pub host_path: PathBuf,
+    pub container_path: PathBuf,
+    pub writable: bool,
+}
+
+/// Where to look: the driver's files, and the folder that stands for `/dev`.
+#[derive(Clone, Debug)]
+pub struct Roots {
+    pub driver: DriverRoot,
+    pub dev: PathBuf,
+}
+
+/// Everything discovery found, as plain data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    /// Nodes every GPU container needs: `nvidiactl`, `nvidia-uvm`, ...
+    pub control_nodes: Vec<DeviceNode>,
+    /// Per GPU index: `/dev/nvidiaN` and its `/dev/dri` nodes.
+    pub gpu_nodes: BTreeMap<u32, Vec<DeviceNode>>,
+    pub libraries: Vec<Library>,
+    /// Data files (EGL, Vulkan, OptiX) and binaries.
+    pub files: Vec<FileMount>,
+    /// The MPS pipe directory, when it exists on the host.
+    pub mps_pipe_dir: Option<PathBuf>,
+}
+
+impl Discovery {
+    /// Library mounts: each library at the container's library folder under its
+    /// file name and under its SONAME, so the linker finds it without an ld
+    /// cache and nothing writes into a read-only root.
+    pub fn library_mounts(&self) -> Vec<FileMount> {
+        let mut mounts = Vec::new();
+        for lib in &self.libraries {
+            let names = std::iter::once(&lib.file_name).chain(lib.soname.iter().filter(|s| **s != lib.file_name));
+            for name in names {
+                mounts.push(FileMount {
+                    host_path: lib.host_path.clone(),
+                    container_path: Path::new(CONTAINER_LIB_DIR).join(name),
+                    writable: false,
+                });
+            }
+        }
+        mounts
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("GPU {index} ({uuid}) has no device node {}: is the driver loaded? (pass --dev-root if /dev is elsewhere)", path.display())]
+    MissingGpuNode { index: u32, uuid: String, path: PathBuf },
+    #[error("{} is missing: the NVIDIA driver is not loaded (modprobe nvidia), or pass --dev-root", path.display())]
+    MissingControlNode { path: PathBuf },
+    #[error("{} is not a character device", path.display())]
+    NotADevice { path: PathBuf },
+    #[error("no driver libraries ending in .so.{version} under {} (looked in its ld.so.cache and {dirs}): install driver {version} there, or pass --driver-root or an inventory of the installed driver", root.display())]
+    NoLibraries { root: PathBuf, version: String, dirs: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Runs every discoverer for `inventory`'s GPUs.
+pub fn discover(roots: &Roots, inventory: &Inventory, mps_pipe_dir: &Path) -> Result<Discovery, DiscoveryError> {
+    let (control_nodes, gpu_nodes) = device_nodes(&roots.dev, inventory)?;
+    let libraries = driver_libraries(&roots.driver, &inventory.driver_version)?;
+    let mut files = data_files(&roots.driver);
+    files.extend(binaries(&roots.driver));
+    let present = mps_pipe_dir.is_dir();
+    if !present {
+        tracing::info!(
+            "MPS pipe directory {} is absent: containers get no MPS until nvidia-cuda-mps-control -d runs and the spec is generated again",
+            mps_pipe_dir.display()
+        );
+    }
+    Ok(Discovery { control_nodes, gpu_nodes, libraries, files, mps_pipe_dir: present.then(|| mps_pipe_dir.to_path_buf()) })
+}

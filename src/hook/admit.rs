@@ -1,0 +1,222 @@
+//! `gpuwarden hook admit`: createRuntime (or prestart). Reads the OCI state
+//! on stdin and the bundle's config, checks the container against its
+//! profile, then against the budget of each GPU it got, under the ledger's
+//! lock. Exit 0 admits; an error is the one line the user reads.
+
+use crate::budget::{self, GpuCapacity};
+use crate::config::Config;
+use crate::inventory::{Inventory, InventoryError};
+use crate::ledger::{LedgerError, LedgerStore, Reservation};
+use crate::oci::{ConfigError, ContainerConfig, HookState, StateError};
+use crate::policy::{conform, Violation};
+use crate::proc::Processes;
+use crate::rewrite::{governing_profile, RewriteError};
+
+/// What admission needs besides its stdin.
+pub struct HookEnv<'a> {
+    pub config: &'a Config,
+    pub store: &'a LedgerStore,
+    pub processes: &'a dyn Processes,
+    /// Loads the inventory; called only for containers with a profile.
+    pub inventory: &'a dyn Fn() -> Result<Inventory, InventoryError>,
+    /// Seconds since the epoch.
+    pub now: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The container has no profile: not gpuwarden's to judge.
+    NotGoverned,
+    Admitted(Reservation),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("refused {id}: {source}")]
+    Profile { id: String, source: RewriteError },
+    #[error("refused {id} ({profile}): {violation}")]
+    Violation { id: String, profile: String, violation: Violation },
+    #[error("refused {id} ({profile}): {why}")]
+    Gpu { id: String, profile: String, why: String },
+    #[error("refused {id} ({profile}): the GPUs are unknown: {source}")]
+    Inventory { id: String, profile: String, source: InventoryError },
+    #[error("refused {id} ({profile}): {source}")]
+    Ledger { id: String, profile: String, source: LedgerError },
+    #[error("{0}")]
+    Budget(String),
+}
+
+/// Admits the container in `input`'s state, or says why not.
+pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
+    let state = HookState::parse(input)?;
+    let cfg = ContainerConfig::from_bundle(state.bundle()?)?;
+    let id = state.short_id().to_string();
+    let Some((profile, profile_def)) = governing_profile(&cfg, env.config).map_err(|source| AdmitError::Profile { id: id.clone(), source })? else {
+        tracing::debug!("{id} has no gpuwarden profile: nothing to admit");
+        return Ok(Admission::NotGoverned);
+    };
+    let share = conform(&cfg, &profile, profile_def)
+        .map_err(|violation| AdmitError::Violation { id: id.clone(), profile: profile.clone(), violation })?;
+    let gpu_err = |why: String| AdmitError::Gpu { id: id.clone(), profile: profile.clone(), why };
+    let pid = state.pid.ok_or_else(|| gpu_err("the OCI state has no pid; run this hook at createRuntime or prestart".into()))?;
+    let pid_start = env.processes.start_time(pid).ok_or_else(|| gpu_err(format!("the container's process {pid} is gone")))?;
+
+    let inventory = (env.inventory)().map_err(|source| AdmitError::Inventory { id: id.clone(), profile: profile.clone(), source })?;
+    let gpus: Vec<GpuCapacity> = cfg
+        .gpu_minors()
+        .into_iter()
+        .map(|minor| {
+            let gpu = inventory.gpu_by_minor(minor).ok_or_else(|| gpu_err(format!("/dev/nvidia{minor} is not a GPU of the inventory")))?;
+            Ok(GpuCapacity::new(gpu, &env.config.budget))
+        })
+        .collect::<Result<_, AdmitError>>()?;
+
+    let ledger_err = |source| AdmitError::Ledger { id: id.clone(), profile: profile.clone(), source };
+    let mut locked = env.store.lock().map_err(ledger_err)?;
+    let stale = locked.ledger.reclaim(env.processes);
+    for r in &stale {
+        tracing::warn!("reclaimed stale reservation {} ({}): process {} is gone", r.label(), r.profile, r.pid);
+    }
+    locked.ledger.remove(&state.id);
+    let label = match super::container_name(&state, &cfg) {
+        Some(name) => format!("{id} {name}"),
+        None => id.clone(),
+    };
+    for gpu in &gpus {
+        let holders = locked.ledger.on_gpu(&gpu.uuid);
+        if let Err(shortfall) = budget::check(gpu, &holders, &share) {
+            let line = budget::refusal(&label, &profile, gpu, &shortfall, &holders);
+            if !stale.is_empty() {
+                locked.save().map_err(ledger_err)?;
+            }
+            return Err(AdmitError::Budget(line));
+        }
+    }
+    let reservation = Reservation {
+        id: state.id.clone(),
+        name: super::container_name(&state, &cfg),
+        profile: profile.clone(),
+        gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
+        threads: share.threads,
+        pinned_bytes: share.pinned,
+        pid,
+        pid_start,
+        admitted_at: env.now,
+    };
+    locked.ledger.insert(reservation.clone());
+    locked.save().map_err(ledger_err)?;
+    tracing::info!("admitted {} ({}): {}%, {}", reservation.label(), reservation.profile, reservation.threads, reservation.pinned_bytes);
+    Ok(Admission::Admitted(reservation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::builtin;
+    use crate::ledger::tests::FakeProcesses;
+    use crate::oci::tests_support::podman_like;
+    use crate::rewrite::apply_profile;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    struct World {
+        dir: tempfile::TempDir,
+        config: Config,
+        store: LedgerStore,
+        procs: FakeProcesses,
+    }
+
+    impl World {
+        fn new() -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let config = Config::parse("[budget.reserves]\nsteam = \"4GiB\"\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
+            let store = LedgerStore::new(&dir.path().join("state"));
+            World { dir, config, store, procs: FakeProcesses(HashMap::new()) }
+        }
+
+        /// A bundle for container `id` with `profile`, rewritten as precreate does.
+        fn bundle(&self, id: &str, profile: &str) -> std::path::PathBuf {
+            let mut v: serde_json::Value = serde_json::from_slice(&podman_like().to_json()).unwrap();
+            v["process"]["env"] = serde_json::json!([format!("GPUWARDEN_PROFILE={profile}")]);
+            let mut cfg = ContainerConfig::parse(&serde_json::to_vec(&v).unwrap(), "t").unwrap();
+            apply_profile(&mut cfg, &self.config).unwrap();
+            let b = self.dir.path().join(id);
+            std::fs::create_dir_all(&b).unwrap();
+            std::fs::write(b.join("config.json"), cfg.to_json()).unwrap();
+            b
+        }
+
+        fn admit(&mut self, id: &str, profile: &str, pid: i32) -> Result<Admission, AdmitError> {
+            let bundle = self.bundle(id, profile);
+            self.procs.0.insert(pid, 7);
+            let state = serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": pid, "bundle": bundle});
+            let inventory = || Ok(builtin("rtx4070").unwrap());
+            let env = HookEnv { config: &self.config, store: &self.store, processes: &self.procs, inventory: &inventory, now: 1000 };
+            admit(&serde_json::to_vec(&state).unwrap(), &env)
+        }
+    }
+
+    #[test]
+    fn the_demo_sequence() {
+        let mut w = World::new();
+        assert!(matches!(w.admit("render000000aa", "blender", 10).unwrap(), Admission::Admitted(_)));
+        let e = w.admit("comfy1000000bb", "comfyui", 11).unwrap_err().to_string();
+        assert!(e.starts_with("refused comfy1000000 (comfyui) on GPU 0 (RTX 4070): needs 3.0 GiB pinned memory, 2.5 GiB left of 7.5 GiB"), "{e}");
+        assert!(e.contains("held by render000000 (blender) 5.0 GiB; reserved: steam 4.0 GiB, system 0.5 GiB"), "{e}");
+        let removed = release(&w, "render000000aa");
+        assert_eq!(removed.unwrap().profile, "blender");
+        w.admit("comfy1000000bb", "comfyui", 11).unwrap();
+        w.admit("comfy2000000cc", "comfyui", 12).unwrap();
+        let e = w.admit("comfy3000000dd", "comfyui", 13).unwrap_err().to_string();
+        assert!(e.contains("1.5 GiB left of 7.5 GiB"), "{e}");
+        assert_eq!(w.store.read().unwrap().reservations.len(), 2);
+    }
+
+    fn release(w: &World, id: &str) -> Option<Reservation> {
+        super::super::release(serde_json::json!({"id": id, "bundle": "/x"}).to_string().as_bytes(), &w.store).unwrap()
+    }
+
+    #[test]
+    fn a_dead_holder_is_reclaimed_at_the_next_admission() {
+        let mut w = World::new();
+        w.admit("render000000aa", "blender", 10).unwrap();
+        w.procs.0.remove(&10);
+        w.admit("comfy1000000bb", "comfyui", 11).unwrap();
+        let ids: Vec<String> = w.store.read().unwrap().reservations.into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["comfy1000000bb"]);
+    }
+
+    #[test]
+    fn containers_without_profile_are_not_judged_and_leave_no_trace() {
+        let w = World::new();
+        let b = w.dir.path().join("plain");
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(b.join("config.json"), br#"{"process":{"env":["A=1"]}}"#).unwrap();
+        let inventory = || -> Result<Inventory, InventoryError> { panic!("no inventory is needed") };
+        let env = HookEnv { config: &w.config, store: &w.store, processes: &w.procs, inventory: &inventory, now: 0 };
+        let state = serde_json::json!({"id": "plain", "pid": 1, "bundle": b}).to_string();
+        assert_eq!(admit(state.as_bytes(), &env).unwrap(), Admission::NotGoverned);
+        assert!(!w.store.path().exists());
+    }
+
+    #[test]
+    fn bad_stdin_and_missing_bundles_leave_the_ledger_alone() {
+        let w = World::new();
+        let inventory = || Ok(builtin("rtx4070").unwrap());
+        let env = HookEnv { config: &w.config, store: &w.store, processes: &w.procs, inventory: &inventory, now: 0 };
+        for (input, want) in [
+            (&b""[..], "no OCI state on stdin"),
+            (b"nope", "not valid"),
+            (br#"{"id":"x","pid":1}"#, "has no bundle"),
+            (br#"{"id":"x","pid":1,"bundle":"/nonexistent/b"}"#, "cannot read /nonexistent/b/config.json"),
+        ] {
+            let e = admit(input, &env).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        assert!(!w.store.path().exists());
+    }
+}

@@ -1,0 +1,105 @@
+//! NVML, through `nvml-wrapper`, behind the [`GpuProbe`] seam. Its failures
+//! become one of a few errors that each tell the user what to do.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use nvml_wrapper::error::NvmlError as RawNvmlError;
+use nvml_wrapper::Nvml;
+
+use super::{Gpu, Inventory};
+use crate::size::ByteSize;
+
+const FALLBACK: &str = "or pass --inventory FILE (or --inventory builtin:rtx4070 for a demo)";
+
+/// Why NVML could not list the GPUs.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NvmlError {
+    #[error("NVML library not found ({detail}): install the NVIDIA driver (Debian: apt install libnvidia-ml1), {FALLBACK}")]
+    LibraryMissing { detail: String },
+    #[error("NVML: the NVIDIA driver is not loaded (libnvidia-ml is installed, the kernel module is not): load it with `modprobe nvidia`, {FALLBACK}")]
+    DriverNotLoaded,
+    #[error("NVML: no permission to query the GPUs: run as root or give this user access to /dev/nvidia*, {FALLBACK}")]
+    NoPermission,
+    #[error("NVML: {0}")]
+    Other(String),
+}
+
+impl From<RawNvmlError> for NvmlError {
+    fn from(e: RawNvmlError) -> Self {
+        match e {
+            RawNvmlError::LibloadingError(inner) => NvmlError::LibraryMissing { detail: inner.to_string() },
+            RawNvmlError::LibraryNotFound => NvmlError::LibraryMissing { detail: "NVML_ERROR_LIBRARY_NOT_FOUND".into() },
+            RawNvmlError::FailedToLoadSymbol(sym) => {
+                NvmlError::LibraryMissing { detail: format!("the library lacks symbol {sym}: driver too old") }
+            }
+            RawNvmlError::DriverNotLoaded => NvmlError::DriverNotLoaded,
+            RawNvmlError::NoPermission => NvmlError::NoPermission,
+            other => NvmlError::Other(other.to_string()),
+        }
+    }
+}
+
+/// Something that lists the GPUs of this host.
+pub trait GpuProbe {
+    /// `library`: where `libnvidia-ml.so.1` is, or `None` for the loader's search.
+    fn probe(&self, library: Option<&Path>) -> Result<Inventory, NvmlError>;
+}
+
+/// The real probe: loads NVML and asks it.
+pub struct NvmlProbe;
+
+impl GpuProbe for NvmlProbe {
+    fn probe(&self, library: Option<&Path>) -> Result<Inventory, NvmlError> {
+        let nvml = match library {
+            Some(path) => Nvml::builder().lib_path(OsStr::new(path)).init()?,
+            None => Nvml::init()?,
+        };
+        let count = nvml.device_count()?;
+        let mut gpus = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let dev = nvml.device_by_index(i)?;
+            let cc = dev.cuda_compute_capability()?;
+            gpus.push(Gpu {
+                index: dev.index()?,
+                uuid: dev.uuid()?,
+                name: dev.name()?,
+                memory_total_bytes: ByteSize::bytes(dev.memory_info()?.total),
+                minor: dev.minor_number()?,
+                pci_bus_id: dev.pci_info()?.bus_id.to_lowercase(),
+                compute_capability: format!("{}.{}", cc.major, cc.minor),
+            });
+        }
+        Ok(Inventory { driver_version: nvml.sys_driver_version()?, gpus })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_nvml_failure_tells_what_to_do() {
+        let cases = [
+            (RawNvmlError::DriverNotLoaded, "modprobe nvidia"),
+            (RawNvmlError::NoPermission, "run as root"),
+            (RawNvmlError::LibraryNotFound, "install the NVIDIA driver"),
+            (RawNvmlError::FailedToLoadSymbol("nvmlInit_v2".into()), "driver too old"),
+            (RawNvmlError::Unknown, "NVML: "),
+        ];
+        for (raw, hint) in cases {
+            let msg = NvmlError::from(raw).to_string();
+            assert!(msg.contains(hint), "{msg}");
+            assert!(!msg.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn a_library_that_is_not_there_is_reported_as_missing() {
+        let e = NvmlProbe.probe(Some(Path::new("/nonexistent/libnvidia-ml.so.1"))).unwrap_err();
+        match e {
+            NvmlError::LibraryMissing { detail } => assert!(detail.contains("/nonexistent/libnvidia-ml.so.1"), "{detail}"),
+            other => panic!("expected LibraryMissing, got {other:?}"),
+        }
+    }
+}

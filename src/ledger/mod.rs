@@ -1,0 +1,125 @@
+//! The ledger: who holds what share of which GPU. One JSON document under the
+//! state folder, changed only under an exclusive lock and replaced atomically
+//! ([`store`]); the operations on it ([`Ledger`]) are pure.
+
+mod store;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proc::Processes;
+use crate::size::ByteSize;
+
+pub use store::{LedgerError, LedgerStore, LockedLedger};
+
+pub const LEDGER_VERSION: u32 = 1;
+
+/// One admitted container's share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reservation {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub profile: String,
+    /// UUIDs of the GPUs it holds a share of.
+    pub gpus: Vec<String>,
+    pub threads: u32,
+    #[serde(with = "crate::size::as_bytes")]
+    pub pinned_bytes: ByteSize,
+    pub pid: i32,
+    /// The pid's start time (clock ticks since boot), to tell reuse of the pid.
+    pub pid_start: u64,
+    /// Seconds since the Unix epoch.
+    pub admitted_at: u64,
+}
+
+impl Reservation {
+    /// `3f2a1c4d5e6f` or `3f2a1c4d5e6f comfy-1`.
+    pub fn label(&self) -> String {
+        let id = crate::oci::short_id(&self.id);
+        match &self.name {
+            Some(n) => format!("{id} {n}"),
+            None => id.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ledger {
+    pub version: u32,
+    pub reservations: Vec<Reservation>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger { version: LEDGER_VERSION, reservations: Vec::new() }
+    }
+}
+
+impl Ledger {
+    /// The reservations holding a share of GPU `uuid`.
+    pub fn on_gpu(&self, uuid: &str) -> Vec<&Reservation> {
+        self.reservations.iter().filter(|r| r.gpus.iter().any(|g| g == uuid)).collect()
+    }
+
+    /// Adds `r`, replacing an earlier reservation of the same container.
+    pub fn insert(&mut self, r: Reservation) {
+        self.reservations.retain(|old| old.id != r.id);
+        self.reservations.push(r);
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Reservation> {
+        let at = self.reservations.iter().position(|r| r.id == id)?;
+        Some(self.reservations.remove(at))
+    }
+
+    /// Drops reservations whose process is gone or now another process, and
+    /// returns them.
+    pub fn reclaim(&mut self, processes: &dyn Processes) -> Vec<Reservation> {
+        let (live, stale): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.reservations).into_iter().partition(|r| processes.start_time(r.pid) == Some(r.pid_start));
+        self.reservations = live;
+        stale
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    pub(crate) struct FakeProcesses(pub HashMap<i32, u64>);
+    impl Processes for FakeProcesses {
+        fn start_time(&self, pid: i32) -> Option<u64> {
+            self.0.get(&pid).copied()
+        }
+    }
+
+    fn res(id: &str, pid: i32, start: u64) -> Reservation {
+        Reservation { id: id.into(), name: None, profile: "comfyui".into(), gpus: vec!["GPU-a".into()], threads: 25, pinned_bytes: ByteSize::gib(3), pid, pid_start: start, admitted_at: 0 }
+    }
+
+    #[test]
+    fn stale_entries_are_those_whose_pid_is_gone_or_reused() {
+        let mut l = Ledger::default();
+        l.insert(res("alive", 10, 100));
+        l.insert(res("gone", 11, 100));
+        l.insert(res("reused", 12, 100));
+        let procs = FakeProcesses(HashMap::from([(10, 100), (12, 555)]));
+        let stale: Vec<String> = l.reclaim(&procs).into_iter().map(|r| r.id).collect();
+        assert_eq!(stale, ["gone", "reused"]);
+        assert_eq!(l.reservations.len(), 1);
+    }
+
+    #[test]
+    fn a_container_admitted_again_replaces_its_entry() {
+        let mut l = Ledger::default();
+        l.insert(res("a", 1, 1));
+        l.insert(res("a", 2, 2));
+        assert_eq!(l.reservations.len(), 1);
+        assert_eq!(l.reservations[0].pid, 2);
+        assert_eq!(l.remove("a").map(|r| r.pid), Some(2));
+        assert_eq!(l.remove("a"), None);
+    }
+}

@@ -1,0 +1,23 @@
+//! gpuwarden: share NVIDIA GPUs between containers safely.
+//!
+//! Install time: [`inventory`] -> [`discover`] -> [`cdi`] writes a CDI spec.
+//! Container start: OCI state + config -> [`config`] profile -> [`policy`] ->
+//! [`budget`] against the [`ledger`] -> a verdict, through the [`hook`]s.
+
+pub mod budget;
+pub mod cdi;
+pub mod cli;
+pub mod config;
+pub mod discover;
+pub mod fsutil;
+pub mod hook;
+pub mod inventory;
+pub mod ledger;
+pub mod mps;
+pub mod oci;
+pub mod policy;
+pub mod proc;
+pub mod rewrite;
+pub mod size;
+pub mod status;
+pub mod text;

@@ -1,0 +1,254 @@
+//! A container's `config.json` as JSON, with accessors for what gpuwarden
+//! reads and edits. Unknown fields survive every edit.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::cdi::PROFILE_ENV;
+
+/// The annotation that names a profile (the CDI profile devices use the env).
+pub const PROFILE_ANNOTATION: &str = "gpuwarden.io/profile";
+
+const CAPABILITY_SETS: &[&str] = &["bounding", "effective", "inheritable", "permitted", "ambient"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin} is not an OCI config: {why}")]
+    Malformed { origin: String, why: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerConfig(Value);
+
+impl ContainerConfig {
+    /// Parses config JSON; `origin` names it in errors.
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<Self, ConfigError> {
+        let malformed = |why: String| ConfigError::Malformed { origin: origin.to_string(), why };
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        if !v.is_object() {
+            return Err(malformed("not a JSON object".into()));
+        }
+        Ok(ContainerConfig(v))
+    }
+
+    pub fn from_bundle(bundle: &Path) -> Result<Self, ConfigError> {
+        let path = bundle.join("config.json");
+        let bytes = std::fs::read(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        ContainerConfig::parse(&bytes, &path.display().to_string())
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.0).expect("a JSON value always serializes")
+    }
+
+    fn at(&self, path: &[&str]) -> Option<&Value> {
+        path.iter().try_fold(&self.0, |v, k| v.get(k))
+    }
+
+    /// The object at `path`, created (with its parents) if absent or not an object.
+    fn object_mut(&mut self, path: &[&str]) -> &mut Map<String, Value> {
+        let mut v = &mut self.0;
+        for k in path {
+            if !v.is_object() {
+                *v = Value::Object(Map::new());
+            }
+            v = v.as_object_mut().expect("just made an object").entry(k.to_string()).or_insert(Value::Object(Map::new()));
+        }
+        if !v.is_object() {
+            *v = Value::Object(Map::new());
+        }
+        v.as_object_mut().expect("just made an object")
+    }
+
+    fn env_list(&self) -> impl Iterator<Item = &str> {
+        self.at(&["process", "env"]).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+    }
+
+    /// The value of env var `name`; the last definition wins, as in execve.
+    pub fn env(&self, name: &str) -> Option<&str> {
+        self.env_list().filter_map(|e| e.split_once('=')).filter(|(k, _)| *k == name).map(|(_, v)| v).last()
+    }
+
+    /// Sets env var `name`, replacing every earlier definition.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        let process = self.object_mut(&["process"]);
+        let env = process.entry("env").or_insert(Value::Array(Vec::new()));
+        if !env.is_array() {
+            *env = Value::Array(Vec::new());
+        }
+        let list = env.as_array_mut().expect("just made an array");
+        let prefix = format!("{name}=");
+        list.retain(|e| !e.as_str().is_some_and(|s| s.starts_with(&prefix)));
+        list.push(Value::String(format!("{name}={value}")));
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.at(&["annotations", key]).and_then(Value::as_str)
+    }
+
+    /// The profile this container asks for, from the profile device's env or
+    /// the annotation; an error if they disagree.
+    pub fn profile_name(&self) -> Result<Option<&str>, String> {
+        match (self.env(PROFILE_ENV), self.annotation(PROFILE_ANNOTATION)) {
+            (Some(e), Some(a)) if e != a => Err(format!(
+                "the container names two profiles: {PROFILE_ENV}={e} (from its CDI device) and annotation {PROFILE_ANNOTATION}={a}"
+            )),
+            (e, a) => Ok(e.or(a).filter(|p| !p.is_empty())),
+        }
+    }
+
+    /// The N of each `/dev/nvidiaN` device the container gets, in order.
+    pub fn gpu_minors(&self) -> Vec<u32> {
+        let devices = self.at(&["linux", "devices"]).and_then(Value::as_array).into_iter().flatten();
+        let mut minors: Vec<u32> = devices
+            .filter_map(|d| d.get("path")?.as_str()?.strip_prefix("/dev/nvidia")?.parse().ok())
+            .collect();
+        minors.sort_unstable();
+        minors.dedup();
+        minors
+    }
+
+    /// Each capability set present, with its capabilities.
+    pub fn capability_sets(&self) -> Vec<(&'static str, Vec<String>)> {
+        CAPABILITY_SETS
+            .iter()
+            .filter_map(|set| {
+                let list = self.at(&["process", "capabilities", set])?.as_array()?;
+                Some((*set, list.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect()))
+            })
+            .collect()
+    }
+
+    /// Removes from every capability set what `keep` does not hold.
+    pub fn retain_capabilities(&mut self, keep: &BTreeSet<String>) {
+        let caps = self.object_mut(&["process", "capabilities"]);
+        for set in CAPABILITY_SETS {
+            if let Some(list) = caps.get_mut(*set).and_then(Value::as_array_mut) {
+                list.retain(|c| c.as_str().is_some_and(|c| keep.contains(c)));
+            }
+        }
+    }
+
+    pub fn root_readonly(&self) -> bool {
+        self.at(&["root", "readonly"]).and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    pub fn set_root_readonly(&mut self) {
+        self.object_mut(&["root"]).insert("readonly".into(), Value::Bool(true));
+    }
+
+    pub fn no_new_privileges(&self) -> bool {
+        self.at(&["process", "noNewPrivileges"]).and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    pub fn set_no_new_privileges(&mut self) {
+        self.object_mut(&["process"]).insert("noNewPrivileges".into(), Value::Bool(true));
+    }
+
+    /// True for a privileged container: Podman says so in an annotation, and
+    /// any runtime's privileged mode lets the container open every device.
+    pub fn is_privileged(&self) -> bool {
+        self.annotation("io.podman.annotations.privileged").is_some_and(|v| v.eq_ignore_ascii_case("true")) || self.allows_all_devices()
+    }
+
+    /// True when the device cgroup lets the container open every device.
+    pub fn allows_all_devices(&self) -> bool {
+        let rules = self.at(&["linux", "resources", "devices"]).and_then(Value::as_array).into_iter().flatten();
+        let mut all = false;
+        for r in rules {
+            let allow = r.get("allow").and_then(Value::as_bool).unwrap_or(false);
+            let any_type = r.get("type").and_then(Value::as_str).is_none_or(|t| t == "a");
+            let any_number = r.get("major").is_none_or(Value::is_null) && r.get("minor").is_none_or(Value::is_null);
+            if any_type && any_number {
+                // Later rules override earlier ones, as in the kernel's list.
+                all = allow;
+            }
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A config as Podman writes it for `--device nvidia.com/gpu=comfyui`.
+    pub(crate) fn podman_like() -> ContainerConfig {
+        ContainerConfig::parse(
+            br#"{
+            "ociVersion": "1.0.2-dev",
+            "process": {
+                "args": ["/bin/sh"],
+                "env": ["PATH=/usr/bin", "GPUWARDEN_PROFILE=comfyui"],
+                "capabilities": {
+                    "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                    "effective": ["CAP_CHOWN", "CAP_KILL"],
+                    "permitted": ["CAP_CHOWN", "CAP_KILL"]
+                },
+                "x-future-field": {"kept": true}
+            },
+            "root": {"path": "/var/lib/containers/rootfs"},
+            "linux": {
+                "devices": [{"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255},
+                            {"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}],
+                "resources": {"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 195, "minor": 0, "access": "rwm"}]}
+            }
+        }"#,
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_profile_gpus_and_env() {
+        let c = podman_like();
+        assert_eq!(c.profile_name().unwrap(), Some("comfyui"));
+        assert_eq!(c.gpu_minors(), [0], "nvidiactl is not a GPU");
+        assert_eq!(c.env("PATH"), Some("/usr/bin"));
+        assert!(!c.allows_all_devices());
+        assert!(!c.root_readonly() && !c.no_new_privileges());
+    }
+
+    #[test]
+    fn edits_keep_unknown_fields_and_replace_env() {
+        let mut c = podman_like();
+        c.set_env("PATH", "/bin");
+        c.set_root_readonly();
+        c.set_no_new_privileges();
+        c.retain_capabilities(&BTreeSet::from(["CAP_KILL".to_string()]));
+        let v: Value = serde_json::from_slice(&c.to_json()).unwrap();
+        assert_eq!(v["process"]["x-future-field"]["kept"], true);
+        assert_eq!(v["process"]["env"], serde_json::json!(["GPUWARDEN_PROFILE=comfyui", "PATH=/bin"]));
+        assert_eq!(v["process"]["capabilities"]["bounding"], serde_json::json!(["CAP_KILL"]));
+        assert_eq!(v["root"], serde_json::json!({"path": "/var/lib/containers/rootfs", "readonly": true}));
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+    }
+
+    #[test]
+    fn two_different_profiles_are_an_error() {
+        let c = ContainerConfig::parse(br#"{"process":{"env":["GPUWARDEN_PROFILE=comfyui"]},"annotations":{"gpuwarden.io/profile":"blender"}}"#, "t").unwrap();
+        assert!(c.profile_name().unwrap_err().contains("two profiles"));
+        let c = ContainerConfig::parse(br#"{"annotations":{"gpuwarden.io/profile":"blender"}}"#, "t").unwrap();
+        assert_eq!(c.profile_name().unwrap(), Some("blender"));
+        let c = ContainerConfig::parse(br#"{}"#, "t").unwrap();
+        assert_eq!(c.profile_name().unwrap(), None);
+    }
+
+    #[test]
+    fn privileged_device_rules_are_seen() {
+        let c = ContainerConfig::parse(br#"{"linux":{"resources":{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"access":"rwm"}]}}}"#, "t").unwrap();
+        assert!(c.allows_all_devices() && c.is_privileged());
+        let c = ContainerConfig::parse(br#"{"annotations":{"io.podman.annotations.privileged":"TRUE"}}"#, "t").unwrap();
+        assert!(c.is_privileged());
+    }
+
+    #[test]
+    fn non_objects_are_refused() {
+        assert!(ContainerConfig::parse(b"[1]", "x").unwrap_err().to_string().contains("not a JSON object"));
+        assert!(ContainerConfig::parse(b"{", "x").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! What the runtime hands a hook: the OCI state on stdin and the bundle's
+//! `config.json`. The config is kept as JSON, not as `oci-spec`'s types, so a
+//! rewrite keeps fields this version of gpuwarden does not know.
+
+mod config;
+mod state;
+
+pub use config::{ConfigError, ContainerConfig, PROFILE_ANNOTATION};
+pub use state::{short_id, HookState, StateError};
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) use super::config::tests::podman_like;
+}

@@ -1,0 +1,167 @@
+//! `gpuwarden status`: per GPU, the budget used and left, the reserves, and
+//! who holds what since when. Reads the ledger, never writes it; entries whose
+//! process is gone are shown as stale (the next admission reclaims them).
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use crate::budget::{usage, GpuCapacity, Usage};
+use crate::config::Config;
+use crate::inventory::Inventory;
+use crate::ledger::{Ledger, Reservation};
+use crate::proc::Processes;
+
+pub struct GpuStatus<'a> {
+    pub capacity: GpuCapacity,
+    pub usage: Usage,
+    pub holders: Vec<(&'a Reservation, bool)>,
+}
+
+/// The status of each GPU of `inventory`; `bool` marks stale holders.
+pub fn gather<'a>(inventory: &Inventory, config: &Config, ledger: &'a Ledger, processes: &dyn Processes) -> Vec<GpuStatus<'a>> {
+    inventory
+        .gpus
+        .iter()
+        .map(|gpu| {
+            let capacity = GpuCapacity::new(gpu, &config.budget);
+            let holders = ledger.on_gpu(&gpu.uuid);
+            GpuStatus {
+                usage: usage(&holders),
+                holders: holders.into_iter().map(|r| (r, processes.start_time(r.pid) != Some(r.pid_start))).collect(),
+                capacity,
+            }
+        })
+        .collect()
+}
+
+const BAR: usize = 24;
+
+fn bar(used: u128, of: u128) -> String {
+    let filled = if of == 0 { BAR } else { ((used * BAR as u128).div_ceil(of) as usize).min(BAR) };
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(BAR - filled))
+}
+
+/// `2d3h`, `4m10s`, `12s`.
+pub fn age(seconds: u64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+pub fn render_text(status: &[GpuStatus], now: u64) -> String {
+    let mut out = String::new();
+    for s in status {
+        let (c, u) = (&s.capacity, &s.usage);
+        let shareable = c.shareable_memory();
+        let _ = writeln!(out, "GPU {}  {}  {}", c.index, c.name, c.uuid);
+        let _ = writeln!(
+            out,
+            "  threads  {}  {:>3}% of {}%{:>14}",
+            bar(u.threads.into(), c.thread_ceiling.into()),
+            u.threads,
+            c.thread_ceiling,
+            format!("{}% left", c.thread_ceiling.saturating_sub(u.threads))
+        );
+        let _ = writeln!(
+            out,
+            "  memory   {}  {} of {}  {} left  (of {}; reserved: {})",
+            bar(u.pinned.as_u64().into(), shareable.as_u64().into()),
+            u.pinned,
+            shareable,
+            shareable.saturating_sub(u.pinned),
+            c.total_memory,
+            c.reserves_text()
+        );
+        let _ = writeln!(out, "  clients  {}  {} of {}", bar(u.clients.into(), c.max_clients.into()), u.clients, c.max_clients);
+        if s.holders.is_empty() {
+            let _ = writeln!(out, "  no reservations");
+        }
+        for (r, stale) in &s.holders {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:<10} {:>4}%  {:>10}  {:>7}{}",
+                r.label(),
+                r.profile,
+                r.threads,
+                r.pinned_bytes.to_string(),
+                age(now.saturating_sub(r.admitted_at)),
+                if *stale { "  stale: process gone" } else { "" }
+            );
+        }
+    }
+    out
+}
+
+pub fn render_json(status: &[GpuStatus], now: u64) -> Value {
+    let gpus: Vec<Value> = status
+        .iter()
+        .map(|s| {
+            let (c, u) = (&s.capacity, &s.usage);
+            let shareable = c.shareable_memory();
+            json!({
+                "index": c.index,
+                "uuid": c.uuid,
+                "name": c.name,
+                "threads": {"used": u.threads, "ceiling": c.thread_ceiling, "left": c.thread_ceiling.saturating_sub(u.threads)},
+                "pinned_memory": {
+                    "used_bytes": u.pinned.as_u64(),
+                    "shareable_bytes": shareable.as_u64(),
+                    "left_bytes": shareable.saturating_sub(u.pinned).as_u64(),
+                    "total_bytes": c.total_memory.as_u64(),
+                },
+                "clients": {"used": u.clients, "max": c.max_clients},
+                "reserves": c.reserves.iter().map(|(k, v)| (k.clone(), json!(v.as_u64()))).collect::<serde_json::Map<_, _>>(),
+                "reservations": s.holders.iter().map(|(r, stale)| {
+                    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+                    v["age_seconds"] = json!(now.saturating_sub(r.admitted_at));
+                    v["stale"] = json!(stale);
+                    v
+                }).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "gpus": gpus })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::builtin;
+    use crate::ledger::tests::FakeProcesses;
+    use crate::size::ByteSize;
+    use std::collections::HashMap;
+
+    #[test]
+    fn shows_use_left_reserves_holders_and_staleness() {
+        let inv = builtin("rtx4070").unwrap();
+        let config = Config::parse("[budget.reserves]\nsteam = \"4GiB\"\nsystem = \"512MiB\"\n", std::path::Path::new("c")).unwrap();
+        let mut ledger = Ledger::default();
+        for (id, pid) in [("77aa00112233aa", 1), ("9b1e00112233bb", 2)] {
+            ledger.insert(Reservation { id: id.into(), name: None, profile: "comfyui".into(), gpus: vec![inv.gpus[0].uuid.clone()], threads: 25, pinned_bytes: ByteSize::gib(3), pid, pid_start: 5, admitted_at: 100 });
+        }
+        let procs = FakeProcesses(HashMap::from([(1, 5)]));
+        let status = gather(&inv, &config, &ledger, &procs);
+        let text = render_text(&status, 233);
+        assert!(text.contains("50% of 100%"), "{text}");
+        assert!(text.contains("6.0 GiB of 7.5 GiB  1.5 GiB left  (of 12.0 GiB; reserved: steam 4.0 GiB, system 0.5 GiB)"), "{text}");
+        assert!(text.contains("2 of 48"), "{text}");
+        assert!(text.contains("77aa00112233") && text.contains("2m13s"), "{text}");
+        assert_eq!(text.matches("stale: process gone").count(), 1, "{text}");
+        let v = render_json(&status, 233);
+        assert_eq!(v["gpus"][0]["pinned_memory"]["left_bytes"], ByteSize::mib(1536).as_u64());
+        assert_eq!(v["gpus"][0]["reservations"][1]["stale"], true);
+    }
+
+    #[test]
+    fn ages_read_naturally() {
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(133), "2m13s");
+        assert_eq!(age(7260), "2h01m");
+        assert_eq!(age(90000), "1d01h");
+        assert_eq!(bar(0, 10), format!("[{}]", ".".repeat(BAR)));
+    }
+}
