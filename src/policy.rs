@@ -60,14 +60,15 @@ pub fn conform(cfg: &ContainerConfig, profile_name: &str, profile: &Profile) -> 
         return broke(Rule::NoNewPrivileges, format!("run with --security-opt no-new-privileges, or {PRECREATE_HINT}"));
     }
     let allowed: Vec<String> = profile.capabilities.iter().map(|c| c.to_string()).collect();
-    for (set, caps) in cfg.capability_sets() {
-        if let Some(extra) = caps.iter().find(|c| !allowed.contains(c)) {
-            let allowed = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
-            return broke(
-                Rule::Capabilities,
-                format!("keeps {extra} ({set}), which profile {profile_name} does not allow (allowed: {allowed}); drop it, e.g. --cap-drop ALL"),
-            );
-        }
+    let mut extra: Vec<String> = cfg.capability_sets().into_iter().flat_map(|(_, caps)| caps).filter(|c| !allowed.contains(c)).collect();
+    extra.sort();
+    extra.dedup();
+    if !extra.is_empty() {
+        let allowed = if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") };
+        return broke(
+            Rule::Capabilities,
+            format!("keeps {}, which profile {profile_name} does not allow (allowed: {allowed}); drop them, e.g. --cap-drop ALL", extra.join(", ")),
+        );
     }
     let gpus = cfg.gpu_minors();
     if gpus.is_empty() {
@@ -156,6 +157,17 @@ mod tests {
         let bigger = edit(&rewritten(), |v| v["process"]["env"] = serde_json::json!(["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=8G"]));
         let e = conform(&bigger, "comfyui", c.profile("comfyui").unwrap()).unwrap_err().to_string();
         assert!(e.contains("exceeds profile comfyui's 3.0 GiB"), "{e}");
+    }
+
+    #[test]
+    fn every_extra_capability_is_named() {
+        let c = Config::default();
+        let cfg = edit(&rewritten(), |v| {
+            v["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_SYS_ADMIN", "CAP_CHOWN"]);
+            v["process"]["capabilities"]["effective"] = serde_json::json!(["CAP_SYS_ADMIN"]);
+        });
+        let e = conform(&cfg, "comfyui", c.profile("comfyui").unwrap()).unwrap_err().to_string();
+        assert!(e.starts_with("breaks rule capabilities: keeps CAP_CHOWN, CAP_SYS_ADMIN, which profile comfyui does not allow (allowed: none)"), "{e}");
     }
 
     #[test]

@@ -68,8 +68,22 @@ impl LedgerStore {
     pub fn lock(&self) -> Result<LockedLedger<'_>, LedgerError> {
         self.ensure_dir()?;
         let lock = ExclusiveLock::acquire(&self.dir.join(LOCK_FILE))?;
+        self.remove_torn_writes();
         let ledger = self.read()?;
         Ok(LockedLedger { store: self, _lock: lock, ledger })
+    }
+
+    /// Temporary files of writers that died before their rename. Only called
+    /// under the lock, when no writer can be between write and rename.
+    fn remove_torn_writes(&self) {
+        let prefix = format!(".{LEDGER_FILE}.tmp-");
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                tracing::info!("removing {}, left by a writer that died", e.path().display());
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Moves a ledger aside (as `ledger.json.bad-SECONDS`) and starts an empty
@@ -146,6 +160,15 @@ mod tests {
         assert!(kept.ends_with("ledger.json.bad-1234"));
         assert_eq!(std::fs::read(&kept).unwrap(), b"{\"version\":1,\"reserva");
         assert_eq!(store.read().unwrap(), Ledger::default());
+    }
+
+    #[test]
+    fn temporary_files_of_dead_writers_are_swept_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LedgerStore::new(dir.path());
+        std::fs::write(dir.path().join(".ledger.json.tmp-4242"), b"{\"version\":1,").unwrap();
+        drop(store.lock().unwrap());
+        assert!(!dir.path().join(".ledger.json.tmp-4242").exists());
     }
 
     #[test]

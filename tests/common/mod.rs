@@ -1,0 +1,91 @@
+//! Helpers shared by the integration tests: the real binary, the real-package
+//! driver root, Podman, and the locks that keep tests off each other's state.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gpuwarden");
+pub const VERSION: &str = "535.261.03";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs gpuwarden with `args` and `stdin`.
+pub fn gpuwarden(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("GPUWARDEN_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the gpuwarden binary runs");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the command failed with exactly one line on stderr containing `want`.
+pub fn assert_one_line_error(o: &Output, want: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert_eq!(err.lines().count(), 1, "one line on stderr, got: {err}");
+    assert!(err.starts_with("gpuwarden: "), "{err}");
+    assert!(err.contains(want), "expected {want:?} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Says loudly why a test cannot run here; the test returns after it.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("\n=== SKIPPED {test}: {why} ===\n");
+}
+
+/// An exclusive lock across test processes (cargo test runs binaries one by
+/// one, nextest runs tests in parallel processes).
+pub fn process_lock(name: &str) -> nix::fcntl::Flock<File> {
+    let path = std::env::temp_dir().join(format!("gpuwarden-test-{name}.lock"));
+    let f = File::options().create(true).truncate(false).write(true).open(path).unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap()
+}
+
+/// The driver root and dev root built from NVIDIA's real packages by
+/// scripts/driver-root.sh (downloads once, then reuses).
+pub struct Fixture {
+    pub root: PathBuf,
+    pub dev: PathBuf,
+}
+
+pub fn driver_fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let out = repo().join("target/fixtures").join(format!("driver-{VERSION}"));
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let _lock = process_lock("driver-root");
+        let st = Command::new(repo().join("scripts/driver-root.sh")).arg(&out).status().unwrap();
+        assert!(st.success(), "scripts/driver-root.sh failed (it needs root and Debian's non-free archive: run scripts/setup.sh)");
+        Fixture { root: out.join("root"), dev: out.join("dev") }
+    })
+}
+
+/// Writes `text` to a file in `dir` and returns its path as a string.
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}

@@ -1,0 +1,133 @@
+//! Against NVIDIA's real 535.261.03 userspace (Debian's packages unpacked into
+//! a driver root by scripts/driver-root.sh, device nodes made by mknod).
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+fn generate(extra: &[&str]) -> std::process::Output {
+    let f = driver_fixture();
+    let mut args = vec!["cdi", "generate", "--inventory", "builtin:rtx4070", "--driver-root", f.root.to_str().unwrap(), "--dev-root", f.dev.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    gpuwarden(&args, b"")
+}
+
+macro_rules! require_root {
+    ($name:expr) => {
+        if !is_root() {
+            skip($name, "the driver root's device nodes are made with mknod, which needs root");
+            return;
+        }
+    };
+}
+
+#[test]
+fn the_spec_holds_the_real_libraries_under_their_real_sonames() {
+    require_root!("the_spec_holds_the_real_libraries_under_their_real_sonames");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cdi/gpuwarden.yaml");
+    let o = generate(&["--output", out.to_str().unwrap(), "--cdi-dir", dir.path().join("cdi").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let spec: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(spec["cdiVersion"], "0.5.0");
+    let root = &driver_fixture().root;
+    let current = root.join("usr/lib/x86_64-linux-gnu/nvidia/current");
+    let mounts: Vec<(String, PathBuf)> = spec["containerEdits"]["mounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| (m["containerPath"].as_str().unwrap().to_string(), PathBuf::from(m["hostPath"].as_str().unwrap())))
+        .collect();
+    let host_of = |c: &str| mounts.iter().find(|(cp, _)| cp == c).map(|(_, h)| h.clone()).unwrap_or_else(|| panic!("{c} not mounted: {mounts:?}"));
+    let lib = |n: &str| format!("/usr/lib/x86_64-linux-gnu/{n}");
+    // Each SONAME comes from the file itself, not from its name.
+    for (soname, file) in [
+        ("libcuda.so.1", "libcuda.so.535.261.03"),
+        ("libnvidia-ml.so.1", "libnvidia-ml.so.535.261.03"),
+        ("libnvoptix.so.1", "libnvoptix.so.535.261.03"),
+        ("libnvidia-ptxjitcompiler.so.1", "libnvidia-ptxjitcompiler.so.535.261.03"),
+        ("libnvidia-nvvm.so.4", "libnvidia-nvvm.so.535.261.03"),
+        ("libEGL_nvidia.so.0", "libEGL_nvidia.so.535.261.03"),
+        ("libGLX_nvidia.so.0", "libGLX_nvidia.so.535.261.03"),
+        ("libnvcuvid.so.1", "libnvcuvid.so.535.261.03"),
+        ("libnvidia-encode.so.1", "libnvidia-encode.so.535.261.03"),
+    ] {
+        assert_eq!(host_of(&lib(soname)), current.join(file), "{soname}");
+        assert_eq!(host_of(&lib(file)), current.join(file), "{file}");
+    }
+    // Libraries outside nvidia/current, and those whose SONAME is their full name.
+    let plain = root.join("usr/lib/x86_64-linux-gnu");
+    for file in ["libnvidia-rtcore.so.535.261.03", "libnvidia-glcore.so.535.261.03", "libnvidia-eglcore.so.535.261.03"] {
+        assert_eq!(host_of(&lib(file)), plain.join(file));
+    }
+    assert_eq!(host_of("/usr/share/nvidia/nvoptix.bin"), current.join("nvoptix.bin"));
+    assert_eq!(host_of("/usr/bin/nvidia-smi"), root.join("usr/lib/nvidia/current/nvidia-smi"));
+    assert_eq!(host_of("/usr/bin/nvidia-cuda-mps-control"), root.join("usr/bin/nvidia-cuda-mps-control"));
+    assert_eq!(host_of("/usr/share/glvnd/egl_vendor.d/10_nvidia.json"), root.join("usr/share/glvnd/egl_vendor.d/10_nvidia.json"));
+    assert_eq!(host_of("/etc/vulkan/icd.d/nvidia_icd.json"), root.join("usr/share/vulkan/icd.d/nvidia_icd.json"));
+    for (_, host) in &mounts {
+        assert!(host.starts_with(root), "{} is outside the driver root: links were followed on the host", host.display());
+    }
+    // Every host path exists and the CNCF crate accepts the spec.
+    let spec = container_device_interface::spec::read_spec(&out, 0).expect("the container-device-interface crate accepts the spec");
+    assert!(spec.get_device("comfyui").is_some() && spec.get_device("0").is_some() && spec.get_device("all").is_some());
+    let o = gpuwarden(&["cdi", "validate", out.to_str().unwrap()], b"");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o644);
+}
+
+#[test]
+fn nvml_from_the_real_library_reports_the_driver_not_loaded() {
+    require_root!("nvml_from_the_real_library_reports_the_driver_not_loaded");
+    let root = &driver_fixture().root;
+    let o = gpuwarden(&["inventory", "--driver-root", root.to_str().unwrap()], b"");
+    assert_one_line_error(&o, "NVML: the NVIDIA driver is not loaded");
+    assert!(stderr(&o).contains("modprobe nvidia"), "{}", stderr(&o));
+    let o = gpuwarden(&["cdi", "generate", "--driver-root", root.to_str().unwrap(), "--output", "-"], b"");
+    assert_one_line_error(&o, "the NVIDIA driver is not loaded");
+}
+
+#[test]
+fn a_second_gpu_without_its_node_is_an_error_and_nothing_is_written() {
+    require_root!("a_second_gpu_without_its_node_is_an_error_and_nothing_is_written");
+    let dir = tempfile::tempdir().unwrap();
+    let o = gpuwarden(&["inventory", "--inventory", "builtin:rtx4070", "--json"], b"");
+    let mut inv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut second = inv["gpus"][0].clone();
+    second["index"] = 1.into();
+    second["minor"] = 1.into();
+    second["uuid"] = "GPU-11111111-2222-3333-4444-555555555555".into();
+    second["pci_bus_id"] = "00000000:02:00.0".into();
+    inv["gpus"].as_array_mut().unwrap().push(second);
+    let inv_path = write(dir.path(), "two.json", &inv.to_string());
+    let out = dir.path().join("spec.yaml");
+    let f = driver_fixture();
+    let o = gpuwarden(
+        &["cdi", "generate", "--inventory", &inv_path, "--driver-root", f.root.to_str().unwrap(), "--dev-root", f.dev.to_str().unwrap(), "--output", out.to_str().unwrap()],
+        b"",
+    );
+    assert_one_line_error(&o, "GPU 1 (GPU-11111111-2222-3333-4444-555555555555) has no device node");
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_conflicting_nvidia_ctk_spec_is_named_with_the_way_out() {
+    require_root!("a_conflicting_nvidia_ctk_spec_is_named_with_the_way_out");
+    let dir = tempfile::tempdir().unwrap();
+    let ctk = write(dir.path(), "nvidia.yaml", "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: all\n  containerEdits:\n    deviceNodes: [{path: /dev/nvidia0}]\n");
+    let out = dir.path().join("gpuwarden.yaml");
+    let cdi_dir = dir.path().to_str().unwrap();
+    let o = generate(&["--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir]);
+    assert_one_line_error(&o, &format!("{ctk} already defines nvidia.com/gpu=all"));
+    assert!(stderr(&o).contains("--class gpuwarden"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // Over a file it did not write, gpuwarden writes nothing either.
+    let o = generate(&["--output", &ctk, "--cdi-dir", "/nonexistent"]);
+    assert_one_line_error(&o, "was not written by gpuwarden");
+    // Another class resolves it.
+    let o = generate(&["--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir, "--class", "gpuwarden"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(Path::new(&out).exists());
+}
