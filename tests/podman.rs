@@ -158,10 +158,12 @@ fn a_read_only_container_gets_the_gpu_the_real_driver_and_its_profile() {
 #[test]
 fn the_workstation_demo_admits_refuses_and_releases() {
     let Some(mut w) = World::new("the_workstation_demo_admits_refuses_and_releases", true, "") else { return };
-    let o = w.start("render", &["--device", "nvidia.com/gpu=blender"]);
+    // Podman passes no container name to hooks; the annotation gives one.
+    let o = w.start("render", &["--device", "nvidia.com/gpu=blender", "--annotation", "gpuwarden.io/name=render"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let render = w.id("render");
     let s = w.status();
+    assert_eq!(s["gpus"][0]["reservations"][0]["name"], "render");
     assert_eq!(s["gpus"][0]["threads"]["used"], 50);
     assert_eq!(s["gpus"][0]["pinned_memory"]["left_bytes"], 2560u64 << 20);
 
@@ -172,7 +174,7 @@ fn the_workstation_demo_admits_refuses_and_releases() {
         line,
         format!(
             "gpuwarden: refused {} (comfyui) on GPU 0 (RTX 4070): needs 3.0 GiB pinned memory, 2.5 GiB left of 7.5 GiB \
-             (held by {} (blender) 5.0 GiB; reserved: steam 4.0 GiB, system 0.5 GiB)",
+             (held by {} render (blender) 5.0 GiB; reserved: steam 4.0 GiB, system 0.5 GiB)",
             &comfy1[..12],
             &render[..12]
         )

@@ -1,0 +1,79 @@
+#!/bin/sh
+# The main job, on Debian 12 as root: on the built-in RTX 4070 inventory (no
+# GPU needed), write the CDI spec for NVIDIA's real 535.261.03 userspace, then
+# let Podman share the GPU under gpuwarden's budget: a Blender render is
+# admitted, a ComfyUI worker refused with the numbers, the render stops and
+# its share returns, two workers are admitted and a third refused.
+# Leaves the host as it found it (spec, hooks and containers are removed).
+set -eu
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --locked -q
+BIN=$PWD/target/release/gpuwarden
+FIX=$PWD/target/fixtures/driver-535.261.03
+scripts/driver-root.sh "$FIX"
+
+WORK=$(mktemp -d /tmp/gpuwarden-demo.XXXXXX)
+SPEC=/var/run/cdi/gpuwarden-demo.yaml
+NAMES="gw-demo-render gw-demo-comfy1 gw-demo-comfy2 gw-demo-comfy3"
+cleanup() {
+  podman rm -f -t 0 $NAMES >/dev/null 2>&1 || true
+  rm -f "$SPEC"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+if ! podman image exists localhost/gpuwarden-demo-busybox:latest; then
+  mkdir -p "$WORK/rootfs/bin" && cp /bin/busybox "$WORK/rootfs/bin/" && ln -s busybox "$WORK/rootfs/bin/sh"
+  tar -C "$WORK/rootfs" -cf "$WORK/bb.tar" . && podman import -q "$WORK/bb.tar" localhost/gpuwarden-demo-busybox:latest >/dev/null
+fi
+
+# The workstation: 4 GiB kept free for Steam, 512 MiB for the desktop; 7.5 GiB to share.
+cat > "$WORK/config.toml" <<EOC
+inventory = "builtin:rtx4070"
+state_dir = "$WORK/state"
+
+[budget.reserves]
+steam = "4GiB"
+system = "512MiB"
+EOC
+GW="$BIN --config $WORK/config.toml"
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { # run NAME PROFILE: start a sleeping container with a profile device
+  podman --runtime runc --hooks-dir "$WORK/hooks.d" run -d --name "$1" --network none \
+    --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --device "nvidia.com/gpu=$2" \
+    --annotation "gpuwarden.io/name=${1#gw-demo-}" \
+    localhost/gpuwarden-demo-busybox:latest sh -c 'sleep 600' 2>"$WORK/err" >/dev/null
+}
+admitted() { run "$1" "$2" || { cat "$WORK/err"; echo "demo: $1 should have been admitted" >&2; exit 1; }; echo "$1 ($2): admitted"; }
+refused() {
+  if run "$1" "$2"; then echo "demo: $1 should have been refused" >&2; exit 1; fi
+  echo "$1 ($2): $(grep -o 'gpuwarden: .*' "$WORK/err")"
+}
+
+step "The GPU (gpuwarden inventory --inventory builtin:rtx4070)"
+$GW inventory
+
+step "The CDI spec for NVIDIA's 535.261.03 packages (gpuwarden cdi generate --output -)"
+$GW cdi generate --driver-root "$FIX/root" --dev-root "$FIX/dev" --output -
+$GW cdi generate --driver-root "$FIX/root" --dev-root "$FIX/dev" --output "$SPEC"
+$GW cdi validate "$SPEC"
+$GW podman install-hook --hooks-dir "$WORK/hooks.d"
+
+step "A Blender render starts (nvidia.com/gpu=blender: 50% of the SMs, 5 GiB)"
+admitted gw-demo-render blender
+$GW status
+
+step "A ComfyUI worker asks for 25% and 3 GiB"
+refused gw-demo-comfy1 comfyui
+$GW status
+
+step "The render stops; its share returns"
+podman rm -f -t 0 gw-demo-render gw-demo-comfy1 >/dev/null
+$GW status
+
+step "Two ComfyUI workers start; a third does not fit"
+admitted gw-demo-comfy1 comfyui
+admitted gw-demo-comfy2 comfyui
+refused gw-demo-comfy3 comfyui
+$GW status

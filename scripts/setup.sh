@@ -1,0 +1,35 @@
+#!/bin/sh
+# Installs everything gpuwarden's demo and tests need on Debian 12, as root.
+# Idempotent: what is already there is left alone.
+set -eu
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (it installs Debian packages)" >&2; exit 1; }
+
+# NVIDIA's userspace lives in Debian's non-free archive.
+SOURCES=/etc/apt/sources.list.d/debian-nonfree.sources
+if [ ! -f "$SOURCES" ]; then
+  cat > "$SOURCES" <<'EOS'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: contrib non-free non-free-firmware
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOS
+  NEED_UPDATE=1
+fi
+
+PACKAGES="podman runc busybox-static ca-certificates"
+MISSING=""
+for p in $PACKAGES; do
+  dpkg -s "$p" >/dev/null 2>&1 || MISSING="$MISSING $p"
+done
+if [ -n "$MISSING" ] || [ -n "${NEED_UPDATE:-}" ] || ! apt-cache show libcuda1 >/dev/null 2>&1; then
+  apt-get update -q
+fi
+if [ -n "$MISSING" ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $MISSING
+fi
+
+command -v cargo >/dev/null 2>&1 || {
+  echo "setup.sh: cargo not found: install Rust 1.86 or later (https://rustup.rs), then run this again" >&2
+  exit 1
+}
