@@ -179,7 +179,7 @@ fn the_workstation_demo_admits_refuses_and_releases() {
             &render[..12]
         )
     );
-    assert_eq!(w.held_ids(), [render.clone()], "a refusal changes nothing");
+    assert_eq!(w.held_ids(), std::slice::from_ref(&render), "a refusal changes nothing");
 
     // The render stops (poststop releases it) and its share returns.
     w.remove("render");
@@ -247,7 +247,7 @@ fn a_container_killed_without_poststop_is_reclaimed_at_the_next_admission() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(w.held_ids(), [render.clone()], "the dead render still holds its share");
+    assert_eq!(w.held_ids(), std::slice::from_ref(&render), "the dead render still holds its share");
     assert_eq!(w.status()["gpus"][0]["reservations"][0]["stale"], true);
     // The next admission reclaims it, so the worker fits.
     let o = w.start("comfy1", &["--device", "nvidia.com/gpu=comfyui"]);

@@ -1,7 +1,7 @@
 //! `gpuwarden inventory`, and the one place that turns `--inventory` /
 //! the configuration / `--driver-root` into an inventory.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use super::{GpuSource, Result};
@@ -29,7 +29,7 @@ pub fn source(inventory: Option<&str>, driver_root: &DriverRoot, config: &Config
     Ok(InventorySource::Nvml { library })
 }
 
-pub fn driver_root(path: &PathBuf) -> Result<DriverRoot> {
+pub fn driver_root(path: &Path) -> Result<DriverRoot> {
     DriverRoot::new(path).map_err(|e| format!("driver root {}: {e}", path.display()).into())
 }
 
@@ -47,7 +47,7 @@ pub fn run(args: &super::InventoryArgs, config: &Config) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("driver {}", inv.driver_version);
-    println!("{:<5} {:<42} {:<28} {:>12} {:>5} {:<17} {}", "INDEX", "UUID", "NAME", "MEMORY", "MINOR", "PCI BUS", "CC");
+    println!("{:<5} {:<42} {:<28} {:>12} {:>5} {:<17} CC", "INDEX", "UUID", "NAME", "MEMORY", "MINOR", "PCI BUS");
     for g in &inv.gpus {
         println!(
             "{:<5} {:<42} {:<28} {:>12} {:>5} {:<17} {}",

@@ -24,11 +24,11 @@ fn node(dev_root: &Path, name: &str) -> DeviceNode {
     DeviceNode { path: Path::new("/dev").join(name), host_path: dev_root.join(name) }
 }
 
-/// The control nodes every GPU container gets, and the nodes of each GPU by index.
-pub fn device_nodes(
-    dev_root: &Path,
-    inventory: &Inventory,
-) -> Result<(Vec<DeviceNode>, BTreeMap<u32, Vec<DeviceNode>>), DiscoveryError> {
+/// The nodes of each GPU, by GPU index.
+pub type GpuNodes = BTreeMap<u32, Vec<DeviceNode>>;
+
+/// The control nodes every GPU container gets, and the nodes of each GPU.
+pub fn device_nodes(dev_root: &Path, inventory: &Inventory) -> Result<(Vec<DeviceNode>, GpuNodes), DiscoveryError> {
     let mut control = Vec::new();
     for name in REQUIRED_CONTROL {
         let n = node(dev_root, name);

@@ -10,12 +10,11 @@ pub mod ldcache;
 mod libraries;
 mod root;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::inventory::Inventory;
 
-pub use devices::device_nodes;
+pub use devices::{device_nodes, GpuNodes};
 pub use files::{binaries, data_files};
 pub use libraries::{driver_libraries, find_library, LIB_DIRS};
 pub use root::DriverRoot;
@@ -66,7 +65,7 @@ pub struct Discovery {
     /// Nodes every GPU container needs: `nvidiactl`, `nvidia-uvm`, ...
     pub control_nodes: Vec<DeviceNode>,
     /// Per GPU index: `/dev/nvidiaN` and its `/dev/dri` nodes.
-    pub gpu_nodes: BTreeMap<u32, Vec<DeviceNode>>,
+    pub gpu_nodes: GpuNodes,
     pub libraries: Vec<Library>,
     /// Data files (EGL, Vulkan, OptiX) and binaries.
     pub files: Vec<FileMount>,

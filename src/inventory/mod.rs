@@ -141,7 +141,8 @@ mod tests {
 
     #[test]
     fn each_broken_field_is_named() {
-        let cases: Vec<(fn(&mut Inventory), &str)> = vec![
+        type Breaker = fn(&mut Inventory);
+        let cases: Vec<(Breaker, &str)> = vec![
             (|i| i.driver_version = "".into(), "driver_version"),
             (|i| i.driver_version = "535; rm".into(), "driver_version"),
             (|i| i.gpus.clear(), "gpus is empty"),
