@@ -128,15 +128,6 @@ pub(crate) mod tests {
     use crate::inventory::builtin;
     use std::collections::BTreeMap;
 
-    pub(crate) fn two_gpu_inventory() -> Inventory {
-        let mut inv = builtin("rtx4070").unwrap();
-        let mut g = inv.gpus[0].clone();
-        (g.index, g.minor, g.pci_bus_id) = (1, 1, "00000000:02:00.0".into());
-        g.uuid = "GPU-11111111-2222-3333-4444-555555555555".into();
-        inv.gpus.push(g);
-        inv
-    }
-
     pub(crate) fn discovery(inv: &Inventory, dev: &str) -> Discovery {
         let node = |name: &str| discover::DeviceNode { path: format!("/dev/{name}").into(), host_path: format!("{dev}/{name}").into() };
         Discovery {
@@ -174,7 +165,7 @@ pub(crate) mod tests {
 
     #[test]
     fn several_gpus_add_per_gpu_profile_devices() {
-        let spec = build(&two_gpu_inventory(), "/dev", None);
+        let spec = build(&crate::inventory::test_support::two_gpus(), "/dev", None);
         let n = names(&spec);
         for want in ["0", "1", "all", "comfyui", "gpu0-comfyui", "gpu1-comfyui", "gpu1-blender"] {
             assert!(n.contains(&want), "{want} missing from {n:?}");

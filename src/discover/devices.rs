@@ -77,6 +77,7 @@ fn dri_nodes(dev_root: &Path, bus_id: &str) -> Result<Vec<DeviceNode>, Discovery
 mod tests {
     use super::*;
     use crate::inventory::builtin;
+    use crate::inventory::test_support::two_gpus;
     use std::os::unix::fs::symlink;
 
     /// A dev root whose nodes link to /dev/null, a character device every
@@ -89,15 +90,6 @@ mod tests {
             symlink("/dev/null", p).unwrap();
         }
         dir
-    }
-
-    fn two_gpus() -> Inventory {
-        let mut inv = builtin("rtx4070").unwrap();
-        let mut g = inv.gpus[0].clone();
-        (g.index, g.minor, g.pci_bus_id) = (1, 1, "00000000:02:00.0".into());
-        g.uuid = "GPU-11111111-2222-3333-4444-555555555555".into();
-        inv.gpus.push(g);
-        inv
     }
 
     #[test]

@@ -118,20 +118,26 @@ fn is_bus_id(id: &str) -> bool {
     parts.len() == 4 && hex(parts[0], &[4, 8]) && hex(parts[1], &[2]) && hex(parts[2], &[2]) && hex(parts[3], &[1])
 }
 
+/// Inventories for tests across the crate.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
 
-    fn two_gpus() -> Inventory {
-        let mut inv = builtin("rtx4070").unwrap();
+    /// The built-in RTX 4070 and a second one at index 1, minor 1, bus 02.
+    pub(crate) fn two_gpus() -> Inventory {
+        let mut inv = builtin("rtx4070").expect("built in");
         let mut second = inv.gpus[0].clone();
-        second.index = 1;
-        second.minor = 1;
+        (second.index, second.minor, second.pci_bus_id) = (1, 1, "00000000:02:00.0".into());
         second.uuid = "GPU-11111111-2222-3333-4444-555555555555".into();
-        second.pci_bus_id = "00000000:02:00.0".into();
         inv.gpus.push(second);
         inv
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::two_gpus;
+    use super::*;
 
     #[test]
     fn the_builtin_and_a_two_gpu_inventory_are_valid() {
