@@ -130,9 +130,8 @@ pub fn refusal(container: &str, profile: &str, gpu: &GpuCapacity, shortfall: &Sh
         Resource::Clients => format!("{}%, {}", r.threads, r.pinned_bytes),
     };
     let named: Vec<String> = holders.iter().take(HOLDERS_SHOWN).map(|r| format!("{} ({}) {}", r.label(), r.profile, share(r))).collect();
-    s.push_str(" (held by ");
-    s.push_str(if named.is_empty() { "nobody" } else { "" });
-    s.push_str(&named.join(", "));
+    let named = if named.is_empty() { "nobody".to_string() } else { named.join(", ") };
+    let _ = write!(s, " (held by {named}");
     if holders.len() > HOLDERS_SHOWN {
         let _ = write!(s, " and {} more", holders.len() - HOLDERS_SHOWN);
     }

@@ -96,31 +96,49 @@ fn releasing_an_unknown_container_is_not_an_error() {
     assert!(o.stdout.is_empty(), "a hook prints nothing it need not");
 }
 
+/// A bundle holding a comfyui container as the precreate hook leaves it, and
+/// the OCI state that points at it (this test process stands for its pid).
+fn conforming_container(dir: &std::path::Path) -> String {
+    let raw = r#"{"process":{"env":["GPUWARDEN_PROFILE=comfyui"]},"linux":{"devices":[{"path":"/dev/nvidia0"}]}}"#;
+    let rewritten = gpuwarden(&["hook", "precreate"], raw.as_bytes());
+    assert!(rewritten.status.success(), "{}", stderr(&rewritten));
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), &rewritten.stdout).unwrap();
+    serde_json::json!({"id": "c1", "pid": std::process::id(), "bundle": bundle}).to_string()
+}
+
 #[test]
 fn a_torn_ledger_closes_admission_until_reset() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().to_str().unwrap();
+    let state = conforming_container(dir.path());
     std::fs::write(dir.path().join("ledger.json"), "{\"version\": 1, \"reserv").unwrap();
-    let bundle = dir.path().join("b");
-    std::fs::create_dir(&bundle).unwrap();
-    std::fs::write(bundle.join("config.json"), br#"{"process":{"env":["GPUWARDEN_PROFILE=comfyui"]}}"#).unwrap();
-    let state = serde_json::json!({"id": "c1", "pid": std::process::id(), "bundle": bundle}).to_string();
-    // The container breaks rules first; give it a conforming config so the ledger is reached.
-    let mut cfg: serde_json::Value = serde_json::from_str(r#"{"process":{"env":["GPUWARDEN_PROFILE=comfyui"]},"linux":{"devices":[{"path":"/dev/nvidia0"}]}}"#).unwrap();
-    let rewritten = gpuwarden(&["hook", "precreate"], cfg.to_string().as_bytes());
-    cfg = serde_json::from_slice(&rewritten.stdout).unwrap();
-    std::fs::write(bundle.join("config.json"), cfg.to_string()).unwrap();
-    let o = gpuwarden(&["hook", "admit", "--state-dir", s, "--inventory", "builtin:rtx4070"], state.as_bytes());
-    assert_one_line_error(&o, "gpuwarden ledger reset");
-    assert_eq!(std::fs::read_to_string(dir.path().join("ledger.json")).unwrap(), "{\"version\": 1, \"reserv");
+    let admit = ["hook", "admit", "--state-dir", s, "--inventory", "builtin:rtx4070"];
+    assert_one_line_error(&gpuwarden(&admit, state.as_bytes()), "gpuwarden ledger reset");
+    assert_eq!(std::fs::read_to_string(dir.path().join("ledger.json")).unwrap(), "{\"version\": 1, \"reserv", "untouched");
     let o = gpuwarden(&["ledger", "reset", "--state-dir", s], b"");
     assert!(stdout(&o).contains("ledger.json.bad-"), "{}", stdout(&o));
-    let o = gpuwarden(&["hook", "admit", "--state-dir", s, "--inventory", "builtin:rtx4070"], state.as_bytes());
+    let o = gpuwarden(&admit, state.as_bytes());
     assert!(o.status.success(), "{}", stderr(&o));
     let o = gpuwarden(&["status", "--json", "--state-dir", s, "--inventory", "builtin:rtx4070"], b"");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["gpus"][0]["reservations"][0]["id"], "c1");
     assert_eq!(v["gpus"][0]["threads"]["used"], 25);
+    // A readable ledger with reservations is not reset by mistake.
+    assert_one_line_error(&gpuwarden(&["ledger", "reset", "--state-dir", s], b""), "holds 1 reservation(s)");
+}
+
+#[test]
+fn hooks_never_take_their_inventory_from_stdin_or_a_missing_driver_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("state");
+    let state = conforming_container(dir.path());
+    let o = gpuwarden(&["hook", "admit", "--state-dir", s.to_str().unwrap(), "--inventory", "-"], state.as_bytes());
+    assert_one_line_error(&o, "hooks read the OCI state on stdin");
+    let o = gpuwarden(&["hook", "admit", "--state-dir", s.to_str().unwrap(), "--driver-root", "/nonexistent/driver"], state.as_bytes());
+    assert_one_line_error(&o, "driver root /nonexistent/driver");
+    assert!(!s.exists(), "no state was created");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use super::{inventory_cmd, now, HookArgs, HookCommand, Result, StatusArgs};
 use crate::config::Config;
 use crate::discover::DriverRoot;
 use crate::hook::{self, Admission, HookEnv};
-use crate::inventory::{Inventory, InventoryError, NvmlProbe};
+use crate::inventory::{Inventory, InventoryError, InventorySource, NvmlError, NvmlProbe};
 use crate::ledger::LedgerStore;
 use crate::proc::ProcFs;
 
@@ -23,9 +23,15 @@ fn stdin() -> Result<Vec<u8>> {
     Ok(input)
 }
 
+/// The hooks' inventory: like the generator's, but never from stdin (it holds the OCI state).
 fn inventory(args: &HookArgs, config: &Config) -> std::result::Result<Inventory, InventoryError> {
-    let root = args.driver_root.as_deref().and_then(|p| DriverRoot::new(p).ok()).unwrap_or_else(|| DriverRoot::new("/".as_ref()).expect("/ exists"));
-    inventory_cmd::source(args.inventory.as_deref(), &root, config)?.load(&NvmlProbe)
+    let root = args.driver_root.as_deref().unwrap_or("/".as_ref());
+    let root = DriverRoot::new(root).map_err(|e| NvmlError::LibraryMissing { detail: format!("driver root {}: {e}", root.display()) })?;
+    let source = inventory_cmd::source(args.inventory.as_deref(), &root, config)?;
+    if source == InventorySource::File("-".into()) {
+        return Err(InventoryError::Invalid { origin: "-".into(), why: "hooks read the OCI state on stdin: name an inventory file".into() });
+    }
+    source.load(&NvmlProbe)
 }
 
 pub fn run(command: HookCommand, config: &Config) -> Result<ExitCode> {
@@ -63,9 +69,9 @@ pub fn status(args: &StatusArgs, config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn ledger_reset(state_dir: Option<PathBuf>, config: &Config) -> Result<ExitCode> {
+pub fn ledger_reset(state_dir: Option<PathBuf>, force: bool, config: &Config) -> Result<ExitCode> {
     let store = store(&state_dir, config);
-    match store.reset(now())? {
+    match store.reset(now(), force)? {
         Some(kept) => println!("ledger {} reset; the old one is kept as {}", store.path().display(), kept.display()),
         None => println!("ledger {} started empty (there was none)", store.path().display()),
     }

@@ -190,6 +190,9 @@ pub enum LedgerCommand {
     Reset {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Also reset a readable ledger that still holds reservations (they are kept in the copy).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -248,7 +251,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Hook(hook) => hook_cmd::run(hook, &config),
         Command::Status(args) => hook_cmd::status(&args, &config),
-        Command::Ledger(LedgerCommand::Reset { state_dir }) => hook_cmd::ledger_reset(state_dir, &config),
+        Command::Ledger(LedgerCommand::Reset { state_dir, force }) => hook_cmd::ledger_reset(state_dir, force, &config),
         Command::Podman(PodmanCommand::InstallHook { hooks_dir, binary, print }) => {
             podman_cmd::install_hook(&hooks_dir, binary, print, cli.config.as_deref())
         }

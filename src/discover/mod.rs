@@ -115,8 +115,8 @@ pub fn discover(roots: &Roots, inventory: &Inventory, mps_pipe_dir: &Path) -> Re
     files.extend(binaries(&roots.driver));
     let present = mps_pipe_dir.is_dir();
     if !present {
-        tracing::info!(
-            "MPS pipe directory {} is absent: containers get no MPS until nvidia-cuda-mps-control -d runs and the spec is generated again",
+        tracing::warn!(
+            "MPS pipe directory {} is absent, so containers run without MPS and its limits: start nvidia-cuda-mps-control -d, then generate the spec again",
             mps_pipe_dir.display()
         );
     }

@@ -82,10 +82,8 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
         tracing::warn!("reclaimed stale reservation {} ({}): process {} is gone", r.label(), r.profile, r.pid);
     }
     locked.ledger.remove(&state.id);
-    let label = match super::container_name(&state, &cfg) {
-        Some(name) => format!("{id} {name}"),
-        None => id.clone(),
-    };
+    let name = super::container_name(&state, &cfg);
+    let label = name.as_ref().map_or_else(|| id.clone(), |n| format!("{id} {n}"));
     for gpu in &gpus {
         let holders = locked.ledger.on_gpu(&gpu.uuid);
         if let Err(shortfall) = budget::check(gpu, &holders, &share) {
@@ -98,7 +96,7 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     }
     let reservation = Reservation {
         id: state.id.clone(),
-        name: super::container_name(&state, &cfg),
+        name,
         profile: profile.clone(),
         gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
         threads: share.threads,

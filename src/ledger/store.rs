@@ -19,6 +19,8 @@ pub enum LedgerError {
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot read ledger {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("ledger {} is readable and holds {count} reservation(s); stop those containers (their poststop hooks release them) or pass --force to discard them", path.display())]
+    Healthy { path: PathBuf, count: usize },
     #[error("cannot keep a copy of the bad ledger at {}: {source}", path.display())]
     Backup { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -87,11 +89,17 @@ impl LedgerStore {
     }
 
     /// Moves a ledger aside (as `ledger.json.bad-SECONDS`) and starts an empty
-    /// one; returns where the old one went, if there was one.
-    pub fn reset(&self, now: u64) -> Result<Option<PathBuf>, LedgerError> {
+    /// one; returns where the old one went, if there was one. A readable
+    /// ledger that holds reservations is kept unless `force`.
+    pub fn reset(&self, now: u64, force: bool) -> Result<Option<PathBuf>, LedgerError> {
         self.ensure_dir()?;
         let _lock = ExclusiveLock::acquire(&self.dir.join(LOCK_FILE))?;
         let path = self.path();
+        if let Ok(ledger) = self.read() {
+            if !ledger.reservations.is_empty() && !force {
+                return Err(LedgerError::Healthy { path, count: ledger.reservations.len() });
+            }
+        }
         let kept = if path.exists() {
             let backup = self.dir.join(format!("{LEDGER_FILE}.bad-{now}"));
             std::fs::rename(&path, &backup).map_err(|source| LedgerError::Backup { path: backup.clone(), source })?;
@@ -156,10 +164,25 @@ mod tests {
         let e = store.lock().err().unwrap().to_string();
         assert!(e.contains("ledger.json cannot be read") && e.contains("gpuwarden ledger reset"), "{e}");
         assert_eq!(std::fs::read(store.path()).unwrap(), b"{\"version\":1,\"reserva", "untouched");
-        let kept = store.reset(1234).unwrap().unwrap();
+        let kept = store.reset(1234, false).unwrap().unwrap();
         assert!(kept.ends_with("ledger.json.bad-1234"));
         assert_eq!(std::fs::read(&kept).unwrap(), b"{\"version\":1,\"reserva");
         assert_eq!(store.read().unwrap(), Ledger::default());
+    }
+
+    #[test]
+    fn a_healthy_ledger_with_reservations_is_reset_only_by_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LedgerStore::new(dir.path());
+        let mut locked = store.lock().unwrap();
+        locked.ledger.insert(res("a"));
+        locked.save().unwrap();
+        drop(locked);
+        let e = store.reset(1, false).unwrap_err().to_string();
+        assert!(e.contains("holds 1 reservation(s)") && e.contains("--force"), "{e}");
+        assert_eq!(store.read().unwrap().reservations.len(), 1);
+        assert!(store.reset(2, true).unwrap().is_some());
+        assert!(store.read().unwrap().reservations.is_empty());
     }
 
     #[test]
