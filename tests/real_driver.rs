@@ -131,3 +131,34 @@ fn a_conflicting_nvidia_ctk_spec_is_named_with_the_way_out() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(Path::new(&out).exists());
 }
+
+#[test]
+fn the_mps_pipe_directory_is_mounted_when_present_and_its_absence_is_said() {
+    require_root!("the_mps_pipe_directory_is_mounted_when_present_and_its_absence_is_said");
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("mps-pipe");
+    std::fs::create_dir(&pipe).unwrap();
+    let config = write(dir.path(), "config.toml", &format!("[mps]\npipe_directory = \"{}\"\n", pipe.display()));
+    let f = driver_fixture();
+    let args = |cfg: &str| -> Vec<String> {
+        ["--config", cfg, "cdi", "generate", "--inventory", "builtin:rtx4070", "--driver-root", f.root.to_str().unwrap(), "--dev-root", f.dev.to_str().unwrap(), "--output", "-", "--format", "json"]
+            .map(String::from)
+            .to_vec()
+    };
+    let run = |cfg: &str| {
+        let a = args(cfg);
+        gpuwarden(&a.iter().map(String::as_str).collect::<Vec<_>>(), b"")
+    };
+    let o = run(&config);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+    let spec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mount = spec["containerEdits"]["mounts"].as_array().unwrap().iter().find(|m| m["containerPath"] == pipe.to_str().unwrap()).expect("pipe directory mounted");
+    assert_eq!(mount["hostPath"], pipe.to_str().unwrap());
+    assert_eq!(mount["options"][0], "rw");
+    std::fs::remove_dir(&pipe).unwrap();
+    let o = run(&config);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("MPS pipe directory") && stderr(&o).contains("is absent"), "{}", stderr(&o));
+    let spec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(!spec.to_string().contains("mps-pipe"));
+}

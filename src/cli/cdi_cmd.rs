@@ -53,11 +53,22 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
     let profiles = config.profile_names();
     let spec = build_spec(&SpecInput { kind: &kind, inventory: &inventory, discovery: &discovery, profiles: &profiles, hooks: hooks.as_ref() });
     let format = args.format.unwrap_or_else(|| cdi::Format::for_path(&args.output));
+    // Said after success only, so that a failure stays one line.
+    let warn_no_mps = || {
+        if discovery.mps_pipe_dir.is_none() {
+            tracing::warn!(
+                "MPS pipe directory {} is absent, so containers run without MPS and its limits: start nvidia-cuda-mps-control -d, then generate the spec again",
+                config.mps.pipe_directory.display()
+            );
+        }
+    };
     if args.output == Path::new("-") {
         print!("{}", cdi::render(&spec, format));
+        warn_no_mps();
         return Ok(ExitCode::SUCCESS);
     }
     cdi::install(&spec, format, &args.output, &args.cdi_dirs)?;
+    warn_no_mps();
     let names: Vec<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
     println!(
         "wrote {} (cdiVersion {}): {}={}; {} mounts, {} device nodes",

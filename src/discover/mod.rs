@@ -113,12 +113,6 @@ pub fn discover(roots: &Roots, inventory: &Inventory, mps_pipe_dir: &Path) -> Re
     let libraries = driver_libraries(&roots.driver, &inventory.driver_version)?;
     let mut files = data_files(&roots.driver);
     files.extend(binaries(&roots.driver));
-    let present = mps_pipe_dir.is_dir();
-    if !present {
-        tracing::warn!(
-            "MPS pipe directory {} is absent, so containers run without MPS and its limits: start nvidia-cuda-mps-control -d, then generate the spec again",
-            mps_pipe_dir.display()
-        );
-    }
-    Ok(Discovery { control_nodes, gpu_nodes, libraries, files, mps_pipe_dir: present.then(|| mps_pipe_dir.to_path_buf()) })
+    let mps_pipe_dir = mps_pipe_dir.is_dir().then(|| mps_pipe_dir.to_path_buf());
+    Ok(Discovery { control_nodes, gpu_nodes, libraries, files, mps_pipe_dir })
 }
