@@ -166,3 +166,15 @@ fn cdi_list_shows_devices_with_their_file_and_flags_duplicates() {
     assert!(out.contains("nvidia.com/gpu=0") && out.contains("a.yaml") && out.contains("b.yaml") && out.contains("defined twice"), "{out}");
     assert!(stderr(&o).contains("skipped") && stderr(&o).contains("broken.json"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_broken_config_toml_does_not_stop_containers_without_a_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "config.toml", "[budget\n");
+    let plain = br#"{"process":{"env":["A=1"]}}"#;
+    let o = gpuwarden(&["--config", &bad, "hook", "precreate"], plain);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, plain.to_vec());
+    let profiled = br#"{"process":{"env":["GPUWARDEN_PROFILE=comfyui"]},"linux":{"devices":[{"path":"/dev/nvidia0"}]}}"#;
+    assert_one_line_error(&gpuwarden(&["--config", &bad, "hook", "precreate"], profiled), "config.toml:1:8");
+}

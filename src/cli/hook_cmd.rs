@@ -34,14 +34,17 @@ fn inventory(args: &HookArgs, config: &Config) -> std::result::Result<Inventory,
     source.load(&NvmlProbe)
 }
 
+pub fn precreate(settings: &dyn Fn() -> std::result::Result<Config, crate::config::ConfigError>) -> Result<ExitCode> {
+    let out = hook::precreate(&stdin()?, settings)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(command: HookCommand, config: &Config) -> Result<ExitCode> {
     match command {
-        HookCommand::Precreate(_) => {
-            let out = hook::precreate(&stdin()?, config)?;
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&out)?;
-            stdout.flush()?;
-        }
+        HookCommand::Precreate(_) => return precreate(&|| Ok(config.clone())),
         HookCommand::Admit(args) => {
             let store = store(&args.state_dir, config);
             let load = || inventory(&args, config);

@@ -229,16 +229,20 @@ pub fn init_logging(verbose: u8) {
         .try_init();
 }
 
-fn load_config(cli_config: &Option<PathBuf>) -> Result<crate::config::Config> {
+fn load_config(cli_config: &Option<PathBuf>) -> std::result::Result<crate::config::Config, crate::config::ConfigError> {
     let (path, explicit) = match cli_config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(crate::config::DEFAULT_CONFIG_PATH), false),
     };
-    Ok(crate::config::Config::load(&path, explicit)?)
+    crate::config::Config::load(&path, explicit)
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Hook(HookCommand::Precreate(_)) = cli.command {
+        // Runs for every container: the configuration is read only if needed.
+        return hook_cmd::precreate(&|| load_config(&cli.config));
+    }
     let config = load_config(&cli.config)?;
     match cli.command {
         Command::Inventory(args) => inventory_cmd::run(&args, &config),
