@@ -16,12 +16,14 @@ scripts/driver-root.sh "$FIX"
 WORK=$(mktemp -d /tmp/gpuwarden-demo.XXXXXX)
 SPEC=/var/run/cdi/gpuwarden-demo.yaml
 NAMES="gw-demo-render gw-demo-comfy1 gw-demo-comfy2 gw-demo-comfy3"
+remove_containers() { for n in $NAMES; do podman rm -f -t 0 "$n" >/dev/null 2>&1 || true; done; }
 cleanup() {
-  podman rm -f -t 0 $NAMES >/dev/null 2>&1 || true
+  remove_containers
   rm -f "$SPEC"
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
+remove_containers   # what an interrupted run may have left
 
 if ! podman image exists localhost/gpuwarden-demo-busybox:latest; then
   mkdir -p "$WORK/rootfs/bin" && cp /bin/busybox "$WORK/rootfs/bin/" && ln -s busybox "$WORK/rootfs/bin/sh"
@@ -48,6 +50,7 @@ run() { # run NAME PROFILE: start a sleeping container with a profile device
 admitted() { run "$1" "$2" || { cat "$WORK/err"; echo "demo: $1 should have been admitted" >&2; exit 1; }; echo "$1 ($2): admitted"; }
 refused() {
   if run "$1" "$2"; then echo "demo: $1 should have been refused" >&2; exit 1; fi
+  grep -q 'gpuwarden: refused' "$WORK/err" || { cat "$WORK/err"; echo "demo: $1 failed, but not by gpuwarden's refusal" >&2; exit 1; }
   echo "$1 ($2): $(grep -o 'gpuwarden: .*' "$WORK/err")"
 }
 
@@ -69,7 +72,8 @@ refused gw-demo-comfy1 comfyui
 $GW status
 
 step "The render stops; its share returns"
-podman rm -f -t 0 gw-demo-render gw-demo-comfy1 >/dev/null
+podman rm -f -t 0 gw-demo-render >/dev/null
+podman rm -f -t 0 gw-demo-comfy1 >/dev/null
 $GW status
 
 step "Two ComfyUI workers start; a third does not fit"
