@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{inventory_cmd, now, HookArgs, HookCommand, Result, StatusArgs};
+use super::{inventory_cmd, now, HookArgs, HookCommand, Result, Settings, StatusArgs};
 use crate::config::Config;
 use crate::discover::DriverRoot;
 use crate::hook::{self, Admission, HookEnv};
@@ -34,18 +34,16 @@ fn inventory(args: &HookArgs, config: &Config) -> std::result::Result<Inventory,
     source.load(&NvmlProbe)
 }
 
-pub fn precreate(settings: &dyn Fn() -> std::result::Result<Config, crate::config::ConfigError>) -> Result<ExitCode> {
-    let out = hook::precreate(&stdin()?, settings)?;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&out)?;
-    stdout.flush()?;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn run(command: HookCommand, config: &Config) -> Result<ExitCode> {
+pub fn run(command: HookCommand, settings: Settings) -> Result<ExitCode> {
     match command {
-        HookCommand::Precreate(_) => return precreate(&|| Ok(config.clone())),
+        HookCommand::Precreate(_) => {
+            let out = hook::precreate(&stdin()?, settings)?;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&out)?;
+            stdout.flush()?;
+        }
         HookCommand::Admit(args) => {
+            let config = &settings()?;
             let store = store(&args.state_dir, config);
             let load = || inventory(&args, config);
             let env = HookEnv { config, store: &store, processes: &ProcFs, inventory: &load, now: now() };
@@ -54,7 +52,7 @@ pub fn run(command: HookCommand, config: &Config) -> Result<ExitCode> {
             }
         }
         HookCommand::Release(args) => {
-            hook::release(&stdin()?, &store(&args.state_dir, config))?;
+            hook::release(&stdin()?, &store(&args.state_dir, &settings()?))?;
         }
     }
     Ok(ExitCode::SUCCESS)

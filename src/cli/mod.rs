@@ -237,25 +237,26 @@ fn load_config(cli_config: &Option<PathBuf>) -> std::result::Result<crate::confi
     crate::config::Config::load(&path, explicit)
 }
 
-/// Runs the parsed command.
+/// Loads gpuwarden's configuration; commands call it only if they need it.
+pub type Settings<'a> = &'a dyn Fn() -> std::result::Result<crate::config::Config, crate::config::ConfigError>;
+
+/// Runs the parsed command. Each command reads the configuration only if it
+/// needs it: precreate runs for every container on the host, and a broken
+/// config.toml must not stop those that have no profile.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Hook(HookCommand::Precreate(_)) = cli.command {
-        // Runs for every container: the configuration is read only if needed.
-        return hook_cmd::precreate(&|| load_config(&cli.config));
-    }
-    let config = load_config(&cli.config)?;
+    let settings = || load_config(&cli.config);
     match cli.command {
-        Command::Inventory(args) => inventory_cmd::run(&args, &config),
-        Command::Cdi(CdiCommand::Generate(args)) => cdi_cmd::generate(&args, &config, cli.config.as_deref()),
+        Command::Inventory(args) => inventory_cmd::run(&args, &settings()?),
+        Command::Cdi(CdiCommand::Generate(args)) => cdi_cmd::generate(&args, &settings()?, cli.config.as_deref()),
         Command::Cdi(CdiCommand::List(args)) => cdi_cmd::list(&args),
         Command::Cdi(CdiCommand::Validate(args)) => cdi_cmd::validate(&args),
         Command::Config(ConfigCommand::Show) => {
-            print!("{}", config.to_toml());
+            print!("{}", settings()?.to_toml());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Hook(hook) => hook_cmd::run(hook, &config),
-        Command::Status(args) => hook_cmd::status(&args, &config),
-        Command::Ledger(LedgerCommand::Reset { state_dir, force }) => hook_cmd::ledger_reset(state_dir, force, &config),
+        Command::Hook(hook) => hook_cmd::run(hook, &settings),
+        Command::Status(args) => hook_cmd::status(&args, &settings()?),
+        Command::Ledger(LedgerCommand::Reset { state_dir, force }) => hook_cmd::ledger_reset(state_dir, force, &settings()?),
         Command::Podman(PodmanCommand::InstallHook { hooks_dir, binary, print }) => {
             podman_cmd::install_hook(&hooks_dir, binary, print, cli.config.as_deref())
         }
