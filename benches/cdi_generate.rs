@@ -31,6 +31,6 @@ fn main() {
     }
     let inv = dir.path().join("eight.json");
     std::fs::write(&inv, serde_json::json!({"driver_version": "535.261.03", "gpus": gpus}).to_string()).unwrap();
-    let args = ["cdi", "generate", "--inventory", inv.to_str().unwrap(), "--driver-root", root.to_str().unwrap(), "--dev-root", dev.to_str().unwrap(), "--output", "-"];
-    compare("gpuwarden cdi generate (8 GPUs, real 535 packages)", 300, 20, || run(BIN, &args, b""), || run("/bin/true", &[], b""), "/bin/true");
+    let args = ["cdi", "generate", "--inventory", inv.to_str().unwrap(), "--driver-root", root.to_str().unwrap(), "--dev-root", dir.path().to_str().unwrap(), "--output", "-"];
+    compare("gpuwarden cdi generate (8 GPUs, real 535 packages)", 300, 20, || run(bin(), &args, b""), || run("/bin/true", &[], b""), "/bin/true");
 }

@@ -26,7 +26,7 @@ fn hooks_alone() {
     std::fs::write(state.join("ledger.json"), serde_json::json!({"version": 1, "reservations": reservations}).to_string()).unwrap();
     let raw = r#"{"process":{"env":["GPUWARDEN_PROFILE=tiny"]},"root":{"path":"rootfs"},"linux":{"devices":[{"path":"/dev/nvidia0","type":"c","major":195,"minor":0}]}}"#;
     let c = config.to_str().unwrap();
-    let out = Command::new(BIN).args(["--config", c, "hook", "precreate"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let out = Command::new(hook_bin()).args(["precreate", "--config", c]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     use std::io::Write;
     out.stdin.as_ref().unwrap().write_all(raw.as_bytes()).unwrap();
     let rewritten = out.wait_with_output().unwrap().stdout;
@@ -38,7 +38,7 @@ fn hooks_alone() {
         "gpuwarden hook admit + hook release (ledger of 40)",
         300,
         20,
-        || run(BIN, &["--config", c, "hook", "admit"], state_json.as_bytes()) + run(BIN, &["--config", c, "hook", "release"], state_json.as_bytes()),
+        || run(hook_bin(), &["admit", "--config", c], state_json.as_bytes()) + run(hook_bin(), &["release", "--config", c], state_json.as_bytes()),
         || run("/bin/true", &[], b"") + run("/bin/true", &[], b""),
         "/bin/true twice",
     );
@@ -62,13 +62,13 @@ fn podman_start() {
     let (r, d) = (root.to_str().unwrap(), dev.to_str().unwrap());
     // Two specs: gpuwarden's hooks, and the same hooks with /bin/true (what Podman and runc cost by themselves).
     let specs = ["/var/run/cdi/gpuwarden-bench.yaml", "/var/run/cdi/gpuwarden-bench-trivial.yaml"];
-    run(BIN, &["--config", c, "cdi", "generate", "--driver-root", r, "--dev-root", d, "--class", "gwbench", "--output", specs[0]], b"");
-    run(BIN, &["--config", c, "cdi", "generate", "--driver-root", r, "--dev-root", d, "--class", "gwtrivial", "--hook-path", "/bin/true", "--output", specs[1]], b"");
+    run(bin(), &["--config", c, "cdi", "generate", "--driver-root", r, "--dev-root", d, "--class", "gwbench", "--output", specs[0]], b"");
+    run(bin(), &["--config", c, "cdi", "generate", "--driver-root", r, "--dev-root", d, "--class", "gwtrivial", "--hook-path", "/bin/true", "--output", specs[1]], b"");
     let (with, trivial, without) = (dir.path().join("hooks.d"), dir.path().join("trivial.d"), dir.path().join("empty.d"));
     std::fs::create_dir_all(&trivial).unwrap();
     std::fs::create_dir_all(&without).unwrap();
     std::fs::write(trivial.join("cat.json"), r#"{"version":"1.0.0","hook":{"path":"/bin/cat","args":["cat"]},"when":{"always":true},"stages":["precreate"]}"#).unwrap();
-    run(BIN, &["--config", c, "podman", "install-hook", "--hooks-dir", with.to_str().unwrap()], b"");
+    run(bin(), &["--config", c, "podman", "install-hook", "--hooks-dir", with.to_str().unwrap()], b"");
     let image = "localhost/gpuwarden-bench-busybox:latest";
     if !Command::new("podman").args(["image", "exists", image]).status().unwrap().success() {
         let rootfs = dir.path().join("rootfs/bin");

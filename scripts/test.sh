@@ -4,4 +4,4 @@
 set -eu
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo test --locked --all-features 2>&1
+cargo test --workspace --locked 2>&1

@@ -40,8 +40,27 @@ impl GpuCapacity {
 
     /// Total memory less the reserves: what reservations may pin.
     pub fn shareable_memory(&self) -> ByteSize {
-        let reserved = self.reserves.values().fold(ByteSize::ZERO, |a, r| a.checked_add(*r).unwrap_or(ByteSize::bytes(u64::MAX)));
-        self.total_memory.saturating_sub(reserved)
+        self.total_memory.saturating_sub(self.reserved_memory())
+    }
+
+    /// The reserves added up, saturating.
+    pub fn reserved_memory(&self) -> ByteSize {
+        self.reserves.values().fold(ByteSize::ZERO, |a, r| a.checked_add(*r).unwrap_or(ByteSize::bytes(u64::MAX)))
+    }
+
+    /// Why nothing on this GPU can ever be admitted, if the reserves leave no
+    /// memory to share (a 40 GiB reserve on a 12 GiB GPU).
+    pub fn reserves_problem(&self) -> Option<String> {
+        let reserved = self.reserved_memory();
+        (reserved >= self.total_memory).then(|| {
+            format!(
+                "GPU {} ({}) has {} and the reserves ({}) add up to {reserved}, which leaves nothing to share: lower [budget] reserves in config.toml",
+                self.index,
+                self.short_name(),
+                self.total_memory,
+                self.reserves_text()
+            )
+        })
     }
 
     /// `RTX 4070` for `NVIDIA GeForce RTX 4070`.
@@ -57,6 +76,12 @@ impl GpuCapacity {
         }
         self.reserves.iter().map(|(n, s)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// The reserve problem of each GPU of `inventory` under `budget` (see
+/// [`GpuCapacity::reserves_problem`]).
+pub fn reserve_problems(inventory: &crate::inventory::Inventory, budget: &BudgetConfig) -> Vec<String> {
+    inventory.gpus.iter().filter_map(|g| GpuCapacity::new(g, budget).reserves_problem()).collect()
 }
 
 /// What the reservations on one GPU use.
@@ -166,6 +191,22 @@ mod tests {
 
     fn comfy() -> Share {
         Share { threads: 25, pinned: ByteSize::gib(3) }
+    }
+
+    #[test]
+    fn reserves_that_leave_nothing_to_share_are_named_with_the_numbers() {
+        assert_eq!(seeds_gpu().reserves_problem(), None);
+        let c = Config::parse("[budget.reserves]\nsteam = \"40GiB\"\nsystem = \"512MiB\"\n", std::path::Path::new("c")).unwrap();
+        let inv = builtin("rtx4070").unwrap();
+        let problems = reserve_problems(&inv, &c.budget);
+        assert_eq!(
+            problems,
+            ["GPU 0 (RTX 4070) has 12.0 GiB and the reserves (steam 40.0 GiB, system 0.5 GiB) add up to 40.5 GiB, which leaves nothing to share: lower [budget] reserves in config.toml"]
+        );
+        let exact = Config::parse("[budget.reserves]\nall = \"12GiB\"\n", std::path::Path::new("c")).unwrap();
+        assert_eq!(reserve_problems(&inv, &exact.budget).len(), 1, "exactly the GPU's memory leaves nothing either");
+        let almost = Config::parse("[budget.reserves]\nall = \"11GiB\"\n", std::path::Path::new("c")).unwrap();
+        assert!(reserve_problems(&inv, &almost.budget).is_empty());
     }
 
     #[test]

@@ -6,12 +6,12 @@
 
 pub mod budget;
 pub mod cdi;
-pub mod cli;
 pub mod config;
 pub mod discover;
 pub mod fsutil;
 pub mod hook;
 pub mod inventory;
+pub mod logging;
 pub mod ledger;
 pub mod mps;
 pub mod oci;

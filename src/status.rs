@@ -58,6 +58,10 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
         let (c, u) = (&s.capacity, &s.usage);
         let shareable = c.shareable_memory();
         let _ = writeln!(out, "GPU {}  {}  {}", c.index, c.name, c.uuid);
+        let problem = c.reserves_problem();
+        if let Some(problem) = &problem {
+            let _ = writeln!(out, "  ! {problem}; nothing can be admitted on it");
+        }
         let _ = writeln!(
             out,
             "  threads  {}  {:>3}% of {}%{:>14}",
@@ -66,31 +70,44 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
             c.thread_ceiling,
             format!("{}% left", c.thread_ceiling.saturating_sub(u.threads))
         );
-        let _ = writeln!(
-            out,
-            "  memory   {}  {} of {}  {} left  (of {}; reserved: {})",
-            bar(u.pinned.as_u64().into(), shareable.as_u64().into()),
-            u.pinned,
-            shareable,
-            shareable.saturating_sub(u.pinned),
-            c.total_memory,
-            c.reserves_text()
-        );
+        if problem.is_some() {
+            let _ = writeln!(out, "  memory   nothing to share  (of {}; reserved: {})", c.total_memory, c.reserves_text());
+        } else {
+            let _ = writeln!(
+                out,
+                "  memory   {}  {} of {}  {} left  (of {}; reserved: {})",
+                bar(u.pinned.as_u64().into(), shareable.as_u64().into()),
+                u.pinned,
+                shareable,
+                shareable.saturating_sub(u.pinned),
+                c.total_memory,
+                c.reserves_text()
+            );
+        }
         let _ = writeln!(out, "  clients  {}  {} of {}", bar(u.clients.into(), c.max_clients.into()), u.clients, c.max_clients);
         if s.holders.is_empty() {
             let _ = writeln!(out, "  no reservations");
+            continue;
         }
-        for (r, stale) in &s.holders {
-            let _ = writeln!(
-                out,
-                "  {:<24} {:<10} {:>4}%  {:>10}  {:>7}{}",
-                r.label(),
-                r.profile,
-                r.threads,
-                r.pinned_bytes.to_string(),
-                age(now.saturating_sub(r.admitted_at)),
-                if *stale { "  stale: process gone" } else { "" }
-            );
+        let rows: Vec<[String; 6]> = s
+            .holders
+            .iter()
+            .map(|(r, stale)| {
+                [
+                    crate::oci::short_id(&r.id).to_string(),
+                    r.name.clone().unwrap_or_else(|| crate::oci::short_id(&r.id).to_string()),
+                    r.profile.clone(),
+                    format!("{}%", r.threads),
+                    r.pinned_bytes.to_string(),
+                    age(now.saturating_sub(r.admitted_at)) + if *stale { "  stale: process gone" } else { "" },
+                ]
+            })
+            .collect();
+        let header = ["CONTAINER", "NAME", "PROFILE", "THREADS", "PINNED", "AGE"];
+        let width = |i: usize| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0);
+        let w: Vec<usize> = (0..5).map(width).collect();
+        for row in std::iter::once(header.map(String::from)).chain(rows) {
+            let _ = writeln!(out, "  {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {}", row[0], row[1], row[2], row[3], row[4], row[5], w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4]);
         }
     }
     out
@@ -114,6 +131,7 @@ pub fn render_json(status: &[GpuStatus], now: u64) -> Value {
                     "total_bytes": c.total_memory.as_u64(),
                 },
                 "clients": {"used": u.clients, "max": c.max_clients},
+                "problem": c.reserves_problem(),
                 "reserves": c.reserves.iter().map(|(k, v)| (k.clone(), json!(v.as_u64()))).collect::<serde_json::Map<_, _>>(),
                 "reservations": s.holders.iter().map(|(r, stale)| {
                     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
@@ -150,10 +168,26 @@ mod tests {
         assert!(text.contains("6.0 GiB of 7.5 GiB  1.5 GiB left  (of 12.0 GiB; reserved: steam 4.0 GiB, system 0.5 GiB)"), "{text}");
         assert!(text.contains("2 of 48"), "{text}");
         assert!(text.contains("77aa00112233") && text.contains("2m13s"), "{text}");
+        let header = text.lines().find(|l| l.contains("CONTAINER")).unwrap_or_else(|| panic!("no column headers: {text}"));
+        assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["CONTAINER", "NAME", "PROFILE", "THREADS", "PINNED", "AGE"]);
+        let row = text.lines().find(|l| l.contains("77aa00112233")).unwrap();
+        assert_eq!(row.split_whitespace().take(2).collect::<Vec<_>>(), ["77aa00112233", "77aa00112233"], "no name: the id stands in");
         assert_eq!(text.matches("stale: process gone").count(), 1, "{text}");
         let v = render_json(&status, 233);
         assert_eq!(v["gpus"][0]["pinned_memory"]["left_bytes"], ByteSize::mib(1536).as_u64());
         assert_eq!(v["gpus"][0]["reservations"][1]["stale"], true);
+    }
+
+    #[test]
+    fn reserves_larger_than_the_gpu_are_said_not_shown_as_zero() {
+        let inv = builtin("rtx4070").unwrap();
+        let config = Config::parse("[budget.reserves]\nsteam = \"40GiB\"\n", std::path::Path::new("c")).unwrap();
+        let ledger = Ledger::default();
+        let status = gather(&inv, &config, &ledger, &FakeProcesses(HashMap::new()));
+        let text = render_text(&status, 0);
+        assert!(text.contains("! GPU 0 (RTX 4070) has 12.0 GiB and the reserves (steam 40.0 GiB) add up to 40.0 GiB"), "{text}");
+        let v = render_json(&status, 0);
+        assert!(v["gpus"][0]["problem"].as_str().unwrap().contains("leaves nothing to share"));
     }
 
     #[test]

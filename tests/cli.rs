@@ -8,8 +8,13 @@ use common::*;
 fn help_names_every_command_and_the_builtin_inventory() {
     let o = gpuwarden(&["--help"], b"");
     let out = stdout(&o);
-    for cmd in ["inventory", "cdi", "config", "hook", "status", "ledger", "podman"] {
+    for cmd in ["inventory", "cdi", "config", "status", "ledger", "podman"] {
         assert!(out.contains(cmd), "{cmd} missing from help:\n{out}");
+    }
+    let o = hook(&["--help"], b"");
+    let out = stdout(&o);
+    for stage in ["precreate", "admit", "release"] {
+        assert!(out.contains(stage), "{stage} missing from the hook's help:\n{out}");
     }
     let o = gpuwarden(&["cdi", "generate", "--help"], b"");
     let out = stdout(&o);
@@ -73,17 +78,17 @@ fn hooks_refuse_bad_stdin_with_one_line_and_touch_nothing() {
         (b"not json", "OCI state on stdin is not valid"),
         (br#"{"id":"abc","pid":1}"#, "has no bundle"),
     ] {
-        assert_one_line_error(&gpuwarden(&["hook", "admit", "--state-dir", s, "--inventory", "builtin:rtx4070"], input), want);
+        assert_one_line_error(&hook(&["admit", "--state-dir", s, "--inventory", "builtin:rtx4070"], input), want);
     }
-    assert_one_line_error(&gpuwarden(&["hook", "precreate"], b""), "no config on stdin");
-    assert_one_line_error(&gpuwarden(&["hook", "precreate"], b"{oops"), "is not an OCI config");
+    assert_one_line_error(&hook(&["precreate"], b""), "no config on stdin");
+    assert_one_line_error(&hook(&["precreate"], b"{oops"), "is not an OCI config");
     assert!(!state.exists(), "no state was created");
 }
 
 #[test]
 fn precreate_passes_other_containers_through_byte_for_byte() {
     let input = b"{\"ociVersion\":\"1.0.2\",  \"process\":{\"env\":[\"A=1\"]}, \"unknown\":{\"x\":[1,2]}}\n";
-    let o = gpuwarden(&["hook", "precreate"], input);
+    let o = hook(&["precreate"], input);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout, input.to_vec());
 }
@@ -91,7 +96,7 @@ fn precreate_passes_other_containers_through_byte_for_byte() {
 #[test]
 fn releasing_an_unknown_container_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let o = gpuwarden(&["hook", "release", "--state-dir", dir.path().to_str().unwrap()], br#"{"id":"never-seen","bundle":"/x"}"#);
+    let o = hook(&["release", "--state-dir", dir.path().to_str().unwrap()], br#"{"id":"never-seen","bundle":"/x"}"#);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o.stdout.is_empty(), "a hook prints nothing it need not");
 }
@@ -100,7 +105,7 @@ fn releasing_an_unknown_container_is_not_an_error() {
 /// the OCI state that points at it (this test process stands for its pid).
 fn conforming_container(dir: &std::path::Path) -> String {
     let raw = r#"{"process":{"env":["GPUWARDEN_PROFILE=comfyui"]},"linux":{"devices":[{"path":"/dev/nvidia0"}]}}"#;
-    let rewritten = gpuwarden(&["hook", "precreate"], raw.as_bytes());
+    let rewritten = hook(&["precreate"], raw.as_bytes());
     assert!(rewritten.status.success(), "{}", stderr(&rewritten));
     let bundle = dir.join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
@@ -114,12 +119,12 @@ fn a_torn_ledger_closes_admission_until_reset() {
     let s = dir.path().to_str().unwrap();
     let state = conforming_container(dir.path());
     std::fs::write(dir.path().join("ledger.json"), "{\"version\": 1, \"reserv").unwrap();
-    let admit = ["hook", "admit", "--state-dir", s, "--inventory", "builtin:rtx4070"];
-    assert_one_line_error(&gpuwarden(&admit, state.as_bytes()), "gpuwarden ledger reset");
+    let admit = ["admit", "--state-dir", s, "--inventory", "builtin:rtx4070"];
+    assert_one_line_error(&hook(&admit, state.as_bytes()), &format!("run `gpuwarden ledger reset --state-dir {s}`"));
     assert_eq!(std::fs::read_to_string(dir.path().join("ledger.json")).unwrap(), "{\"version\": 1, \"reserv", "untouched");
     let o = gpuwarden(&["ledger", "reset", "--state-dir", s], b"");
     assert!(stdout(&o).contains("ledger.json.bad-"), "{}", stdout(&o));
-    let o = gpuwarden(&admit, state.as_bytes());
+    let o = hook(&admit, state.as_bytes());
     assert!(o.status.success(), "{}", stderr(&o));
     let o = gpuwarden(&["status", "--json", "--state-dir", s, "--inventory", "builtin:rtx4070"], b"");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -134,9 +139,9 @@ fn hooks_never_take_their_inventory_from_stdin_or_a_missing_driver_root() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("state");
     let state = conforming_container(dir.path());
-    let o = gpuwarden(&["hook", "admit", "--state-dir", s.to_str().unwrap(), "--inventory", "-"], state.as_bytes());
+    let o = hook(&["admit", "--state-dir", s.to_str().unwrap(), "--inventory", "-"], state.as_bytes());
     assert_one_line_error(&o, "hooks read the OCI state on stdin");
-    let o = gpuwarden(&["hook", "admit", "--state-dir", s.to_str().unwrap(), "--driver-root", "/nonexistent/driver"], state.as_bytes());
+    let o = hook(&["admit", "--state-dir", s.to_str().unwrap(), "--driver-root", "/nonexistent/driver"], state.as_bytes());
     assert_one_line_error(&o, "driver root /nonexistent/driver");
     assert!(!s.exists(), "no state was created");
 }
@@ -172,9 +177,69 @@ fn a_broken_config_toml_does_not_stop_containers_without_a_profile() {
     let dir = tempfile::tempdir().unwrap();
     let bad = write(dir.path(), "config.toml", "[budget\n");
     let plain = br#"{"process":{"env":["A=1"]}}"#;
-    let o = gpuwarden(&["--config", &bad, "hook", "precreate"], plain);
+    let o = hook(&["precreate", "--config", &bad], plain);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(o.stdout, plain.to_vec());
+    // A profile container goes on to admission with the reason, which refuses with it.
     let profiled = br#"{"process":{"env":["GPUWARDEN_PROFILE=comfyui"]},"linux":{"devices":[{"path":"/dev/nvidia0"}]}}"#;
-    assert_one_line_error(&gpuwarden(&["--config", &bad, "hook", "precreate"], profiled), "config.toml:1:8");
+    let o = hook(&["precreate", "--config", &bad], profiled);
+    assert!(o.status.success(), "Podman would drop the reason: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reason = v["annotations"]["gpuwarden.io/refusal"].as_str().unwrap();
+    assert!(reason.starts_with(&format!("config {bad}:1:8: ")), "{reason}");
+    let admit = &v["hooks"]["createRuntime"][0];
+    assert_eq!(admit["path"], hook_bin());
+    assert_eq!(admit["args"], serde_json::json!(["gpuwarden-hook", "admit", "--config", bad]));
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), &o.stdout).unwrap();
+    let state = serde_json::json!({"id": "c1abcdef0123456", "pid": std::process::id(), "bundle": bundle}).to_string();
+    assert_one_line_error(&hook(&["admit", "--config", &bad], state.as_bytes()), &format!("refused c1abcdef0123 (comfyui): config {bad}:1:8: "));
+}
+
+#[test]
+fn config_show_says_which_file_it_read_or_that_defaults_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.toml", "[budget]\nthread_ceiling = 90\n");
+    let o = gpuwarden(&["config", "show", "--config", &good], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().next(), Some(format!("# read from {good}").as_str()));
+    if std::path::Path::new("/etc/gpuwarden/config.toml").exists() {
+        skip("config_show_says_which_file_it_read_or_that_defaults_apply (default file)", "/etc/gpuwarden/config.toml exists on this host");
+        return;
+    }
+    let o = gpuwarden(&["config", "show"], b"");
+    assert_eq!(stdout(&o).lines().next(), Some("# /etc/gpuwarden/config.toml not found: built-in defaults"));
+}
+
+#[test]
+fn reserves_larger_than_the_gpu_are_said_by_config_show_status_and_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "config.toml", "inventory = \"builtin:rtx4070\"\n[budget.reserves]\nsteam = \"40GiB\"\nsystem = \"512MiB\"\n");
+    let want = "GPU 0 (RTX 4070) has 12.0 GiB and the reserves (steam 40.0 GiB, system 0.5 GiB) add up to 40.5 GiB, which leaves nothing to share";
+    let o = gpuwarden(&["config", "show", "--config", &cfg], b"");
+    assert_one_line_error(&o, want);
+    assert!(stdout(&o).contains("steam = \"40GiB\""), "the configuration is still shown: {}", stdout(&o));
+    let s = dir.path().join("state");
+    let o = gpuwarden(&["status", "--config", &cfg, "--state-dir", s.to_str().unwrap()], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("! {want}")), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("0 B of 0 B"), "{}", stdout(&o));
+    let out = dir.path().join("spec.yaml");
+    let o = gpuwarden(&["cdi", "generate", "--config", &cfg, "--output", out.to_str().unwrap(), "--no-hooks"], b"");
+    assert_one_line_error(&o, want);
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn resetting_a_healthy_empty_ledger_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().to_str().unwrap();
+    let o = gpuwarden(&["ledger", "reset", "--state-dir", s], b"");
+    assert!(stdout(&o).contains("started empty"), "{}", stdout(&o));
+    let o = gpuwarden(&["ledger", "reset", "--state-dir", s], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("is readable and empty: nothing to reset"), "{}", stdout(&o));
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.contains(".bad-")), "{names:?}");
 }

@@ -24,7 +24,7 @@ fn setup(dir: &Path, profile: &str) -> (String, String) {
         ),
     );
     let raw = format!(r#"{{"process":{{"env":["GPUWARDEN_PROFILE={profile}"]}},"root":{{"path":"rootfs"}},"linux":{{"devices":[{{"path":"/dev/nvidia0","type":"c","major":195,"minor":0}}]}}}}"#);
-    let o = gpuwarden(&["--config", &config, "hook", "precreate"], raw.as_bytes());
+    let o = hook(&["precreate", "--config", &config], raw.as_bytes());
     assert!(o.status.success(), "{}", stderr(&o));
     let bundle = dir.join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
@@ -33,8 +33,8 @@ fn setup(dir: &Path, profile: &str) -> (String, String) {
 }
 
 fn spawn_hook(config: &str, verb: &str, id: &str, bundle: &str) -> Child {
-    let mut child = Command::new(BIN)
-        .args(["--config", config, "hook", verb])
+    let mut child = Command::new(hook_bin())
+        .args([verb, "--config", config])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -123,9 +123,16 @@ impl World {
 }
 
 impl Drop for World {
+    /// Removes every container the test started, and runc's record of it:
+    /// a container whose conmon was killed leaves a stopped record in
+    /// `runc list` that `podman rm` does not delete.
     fn drop(&mut self) {
         for name in &self.started {
+            let id = stdout(&podman(&["inspect", "--format", "{{.Id}}", name])).trim().to_string();
             let _ = podman(&["rm", "-f", "-t", "0", name]);
+            if !id.is_empty() && Path::new("/run/runc").join(&id).exists() {
+                let _ = Command::new("runc").args(["delete", "--force", &id]).output();
+            }
         }
         let _ = std::fs::remove_file(SPEC);
     }
@@ -255,4 +262,80 @@ fn a_container_killed_without_poststop_is_reclaimed_at_the_next_admission() {
     let held = w.held_ids();
     assert_eq!(held, [w.id("comfy1")]);
     assert!(w.state_dir().join("ledger.json").exists());
+    let runc_dir = Path::new("/run/runc").join(&render);
+    assert!(runc_dir.exists(), "runc keeps a record of the render whose conmon died (what the clean-up must remove)");
+    drop(w);
+    assert!(!runc_dir.exists(), "the clean-up removed runc's record of the killed render");
+}
+
+#[test]
+fn every_reason_precreate_cannot_apply_a_profile_reaches_podman_run() {
+    let Some(mut w) = World::new("every_reason_precreate_cannot_apply_a_profile_reaches_podman_run", true, "") else { return };
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("threads", &["--device", "nvidia.com/gpu=comfyui", "--annotation", "gpuwarden.io/threads=60"], "(comfyui): annotation gpuwarden.io/threads asks 60%, more than profile comfyui allows (25%): a container may ask for less, never more"),
+        ("pinned", &["--device", "nvidia.com/gpu=comfyui", "--annotation", "gpuwarden.io/pinned-memory=lots"], "(comfyui): annotation gpuwarden.io/pinned-memory=\"lots\": invalid size \"lots\": unknown unit (write e.g. 3G, 3GiB, 3072M or 1.5GiB; units are binary)"),
+        // Device 0 carries no hooks: precreate adds the admission hook that refuses.
+        ("unknown", &["--device", "nvidia.com/gpu=0", "--annotation", "gpuwarden.io/profile=sdxl"], "(sdxl): unknown profile \"sdxl\": known profiles are blender, comfyui (gpuwarden config show)"),
+    ];
+    for (name, args, want) in cases {
+        let line = refusal(&w.start(name, args));
+        let id = w.id(name);
+        assert_eq!(line, format!("gpuwarden: refused {} {want}", &id[..12]), "podman run's stderr for {name}");
+    }
+    assert!(w.held_ids().is_empty(), "refusals change nothing");
+}
+
+#[test]
+fn a_broken_config_toml_refuses_gpu_containers_visibly_and_leaves_others_alone() {
+    let Some(mut w) = World::new("a_broken_config_toml_refuses_gpu_containers_visibly_and_leaves_others_alone", true, "") else { return };
+    std::fs::write(&w.config, "[budget\nsteam = 1\n").unwrap();
+    let line = refusal(&w.start("comfy", &["--device", "nvidia.com/gpu=comfyui"]));
+    let id = w.id("comfy");
+    assert!(line.starts_with(&format!("gpuwarden: refused {} (comfyui): config {}:1:8: ", &id[..12], w.config)), "{line}");
+    let o = w.run("plain", &["--rm"], &["sh", "-c", "echo untouched"], false);
+    assert!(o.status.success(), "a container without a profile runs whatever config.toml holds: {}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "untouched");
+}
+
+#[test]
+fn a_profile_named_by_annotation_alone_is_admitted_and_released() {
+    let Some(mut w) = World::new("a_profile_named_by_annotation_alone_is_admitted_and_released", true, "") else { return };
+    let o = w.start("annotated", &["--device", "nvidia.com/gpu=0", "--annotation", "gpuwarden.io/profile=blender"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = w.status();
+    assert_eq!(s["gpus"][0]["reservations"][0]["id"], w.id("annotated"));
+    assert_eq!(s["gpus"][0]["reservations"][0]["profile"], "blender");
+    w.remove("annotated");
+    assert!(w.held_ids().is_empty(), "the release hook precreate added gave the share back");
+}
+
+#[test]
+fn a_read_only_container_finds_libcuda_the_way_triton_does() {
+    let Some(mut w) = World::new("a_read_only_container_finds_libcuda_the_way_triton_does", true, "") else { return };
+    // Triton's libcuda_dirs(): TRITON_LIBCUDA_PATH first (then `ldconfig -p`,
+    // whose cache in an image does not list the mounted driver); it asserts
+    // libcuda.so.1 is there, and links its launcher with `-L DIR -lcuda`.
+    let script = r#"d="$TRITON_LIBCUDA_PATH"; [ -n "$d" ] || { echo no-env; exit 1; }
+        [ -e "$d/libcuda.so.1" ] || { echo "libcuda.so cannot found!"; exit 1; }
+        md5sum "$d/libcuda.so" "$d/libcuda.so.1""#;
+    let o = w.run("triton", &["--rm", "--read-only", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", script], false);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let host = driver_fixture().root.join("usr/lib/x86_64-linux-gnu/nvidia/current/libcuda.so.535.261.03");
+    let want = stdout(&Command::new("md5sum").arg(&host).output().unwrap()).split_whitespace().next().unwrap().to_string();
+    let out = stdout(&o);
+    assert!(out.contains(&format!("{want}  /usr/lib/x86_64-linux-gnu/libcuda.so\n")), "libcuda.so is the driver's libcuda:\n{out}");
+    // What `-lcuda` gets from that folder is a library the linker accepts.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&host, dir.path().join("libcuda.so")).unwrap();
+    let src = dir.path().join("launcher.c");
+    std::fs::write(&src, "extern int cuInit(unsigned int);\nint launch(void) { return cuInit(0); }\n").unwrap();
+    let cc = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(dir.path().join("launcher.so"))
+        .arg(&src)
+        .arg(format!("-L{}", dir.path().display()))
+        .arg("-lcuda")
+        .output()
+        .expect("cc is installed");
+    assert!(cc.status.success(), "cc -lcuda: {}", stderr(&cc));
 }

@@ -162,3 +162,42 @@ fn the_mps_pipe_directory_is_mounted_when_present_and_its_absence_is_said() {
     let spec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(!spec.to_string().contains("mps-pipe"));
 }
+
+#[test]
+fn generate_prints_a_summary_and_where_the_whole_spec_is() {
+    require_root!("generate_prints_a_summary_and_where_the_whole_spec_is");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cdi/gpuwarden.yaml");
+    let o = generate(&["--output", out.to_str().unwrap(), "--cdi-dir", dir.path().join("cdi").to_str().unwrap(), "--hook-path", "/usr/bin/gpuwarden-hook"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("wrote {} (cdiVersion 0.5.0)", out.display()));
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["DEVICE", "NODES", "HOOKS", "PROFILE"]);
+    let row = |name: &str| lines.iter().find(|l| l.split_whitespace().next() == Some(name)).map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>());
+    assert_eq!(row("nvidia.com/gpu=comfyui"), Some(vec!["3", "2", "comfyui"]), "{text}");
+    assert_eq!(row("nvidia.com/gpu=0"), Some(vec!["3", "0", "-"]), "{text}");
+    let every = lines.iter().find(|l| l.contains("every device also gets")).unwrap_or_else(|| panic!("{text}"));
+    assert!(every.contains("4 control nodes") && every.contains("driver libraries"), "{every}");
+    assert_eq!(lines.last().map(|l| l.trim()), Some(format!("the whole spec: {}", out.display()).as_str()));
+    assert!(lines.len() < 15, "a summary, not the spec: {text}");
+}
+
+#[test]
+fn dev_root_is_the_folder_that_holds_dev_as_in_nvidia_ctk() {
+    require_root!("dev_root_is_the_folder_that_holds_dev_as_in_nvidia_ctk");
+    let f = driver_fixture();
+    let args = |dev_root: &Path| {
+        let r = f.root.to_str().unwrap().to_string();
+        let d = dev_root.to_str().unwrap().to_string();
+        gpuwarden(&["cdi", "generate", "--inventory", "builtin:rtx4070", "--driver-root", &r, "--dev-root", &d, "--output", "-", "--format", "json"], b"")
+    };
+    let o = args(&f.dev);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let spec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(spec["containerEdits"]["deviceNodes"][0]["hostPath"], f.dev.join("dev/nvidiactl").to_str().unwrap());
+    // /dev itself, as the old meaning had it, is named with the node it lacks.
+    let o = args(&f.dev.join("dev"));
+    assert_one_line_error(&o, &format!("{} is missing", f.dev.join("dev/dev/nvidiactl").display()));
+    assert!(stderr(&o).contains("--dev-root DIR, the folder that holds dev/"), "{}", stderr(&o));
+}

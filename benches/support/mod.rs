@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_gpuwarden");
+#[path = "../../tests/support/bins.rs"]
+mod bins;
+#[allow(unused_imports)]
+pub use bins::{bin, hook_bin};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -79,5 +82,6 @@ pub fn driver_fixture() -> (PathBuf, PathBuf) {
     let out = repo().join("target/fixtures/driver-535.261.03");
     let st = Command::new(repo().join("scripts/driver-root.sh")).arg(&out).status().unwrap();
     assert!(st.success(), "scripts/driver-root.sh failed");
-    (out.join("root"), out.join("dev"))
+    // The dev root holds dev/, as nvidia-ctk's --dev-root does.
+    (out.join("root"), out)
 }

@@ -6,20 +6,12 @@
 //! directory) goes in the spec-level edits, applied once per container.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::{minimum_version, owner_marker, ContainerEdits, Device, DeviceNode, Hook, Kind, Mount, Spec, PROFILE_ENV};
+use super::{owner_marker, ContainerEdits, Device, DeviceNode, Hook, Kind, Mount, Spec, PROFILE_ENV};
 use crate::discover::{self, Discovery, FileMount};
+use crate::hook::{HookCall, ADMIT_STAGE, RELEASE_STAGE};
 use crate::inventory::{Gpu, Inventory};
-
-/// How the spec's profile devices call gpuwarden's OCI hooks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HookSettings {
-    /// The gpuwarden binary as the runtime will exec it.
-    pub path: PathBuf,
-    /// Arguments after `hook admit`/`hook release` (`--config`, `--inventory`, ...).
-    pub extra_args: Vec<String>,
-}
 
 /// Everything a spec is made from.
 pub struct SpecInput<'a> {
@@ -28,7 +20,7 @@ pub struct SpecInput<'a> {
     pub discovery: &'a Discovery,
     pub profiles: &'a [String],
     /// `None` leaves admission out (a spec for devices only).
-    pub hooks: Option<&'a HookSettings>,
+    pub hooks: Option<&'a HookCall>,
 }
 
 fn nodes(found: &[discover::DeviceNode]) -> Vec<DeviceNode> {
@@ -50,17 +42,13 @@ fn mount(m: &FileMount) -> Mount {
     }
 }
 
-fn hooks(settings: &HookSettings) -> Vec<Hook> {
-    let call = |stage: &str, verb: &str| Hook {
-        hook_name: stage.into(),
-        path: settings.path.display().to_string(),
-        args: ["gpuwarden", "hook", verb].into_iter().map(String::from).chain(settings.extra_args.iter().cloned()).collect(),
-        timeout: None,
-    };
-    vec![call("createRuntime", "admit"), call("poststop", "release")]
+fn hooks(call: &HookCall) -> Vec<Hook> {
+    let hook = |stage: &str, verb: &str| Hook { hook_name: stage.into(), path: call.path.display().to_string(), args: call.args(verb), timeout: None };
+    vec![hook(ADMIT_STAGE, "admit"), hook(RELEASE_STAGE, "release")]
 }
 
-/// Builds the spec; its `cdiVersion` is the lowest its content needs.
+/// Builds the spec. Its `cdiVersion` is left empty: the caller sets the lowest
+/// its content needs (the admin CLI asks the CNCF crate).
 pub fn build_spec(input: &SpecInput) -> Spec {
     let d = input.discovery;
     let gpu_nodes = |g: &Gpu| nodes(d.gpu_nodes.get(&g.index).map_or(&[][..], Vec::as_slice));
@@ -106,19 +94,17 @@ pub fn build_spec(input: &SpecInput) -> Spec {
     let mut taken: BTreeSet<&Path> = BTreeSet::new();
     let mounts = files.iter().filter(|f| taken.insert(&f.container_path)).map(mount).collect();
 
-    let mut spec = Spec {
+    Spec {
         cdi_version: String::new(),
         kind: input.kind.to_string(),
         devices,
         container_edits: ContainerEdits {
-            env: vec![owner_marker()],
+            env: std::iter::once(owner_marker()).chain(discover::triton_env(&d.libraries)).collect(),
             device_nodes: nodes(&d.control_nodes),
             hooks: Vec::new(),
             mounts,
         },
-    };
-    spec.cdi_version = minimum_version(&spec);
-    spec
+    }
 }
 
 #[cfg(test)]
@@ -143,7 +129,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn build(inv: &Inventory, dev: &str, hooks: Option<&HookSettings>) -> Spec {
+    fn build(inv: &Inventory, dev: &str, hooks: Option<&HookCall>) -> Spec {
         let kind = Kind::new("nvidia.com", "gpu").unwrap();
         let profiles = vec!["comfyui".to_string(), "blender".to_string()];
         build_spec(&SpecInput { kind: &kind, inventory: inv, discovery: &discovery(inv, dev), profiles: &profiles, hooks })
@@ -185,6 +171,8 @@ pub(crate) mod tests {
         let cuda = "/drv/usr/lib/x86_64-linux-gnu/nvidia/current/libcuda.so.535.261.03";
         assert!(targets.contains(&("/usr/lib/x86_64-linux-gnu/libcuda.so.1", cuda)), "{targets:?}");
         assert!(targets.contains(&("/usr/lib/x86_64-linux-gnu/libcuda.so.535.261.03", cuda)), "{targets:?}");
+        assert!(targets.contains(&("/usr/lib/x86_64-linux-gnu/libcuda.so", cuda)), "the linker name, for cc -lcuda: {targets:?}");
+        assert!(spec.container_edits.env.contains(&"TRITON_LIBCUDA_PATH=/usr/lib/x86_64-linux-gnu".to_string()), "{:?}", spec.container_edits.env);
         let lib = spec.container_edits.mounts.iter().find(|m| m.container_path.ends_with("libcuda.so.1")).unwrap();
         assert_eq!(lib.options, ["ro", "nosuid", "nodev", "bind"]);
         let pipe = spec.container_edits.mounts.iter().find(|m| m.container_path == "/tmp/nvidia-mps").unwrap();
@@ -192,23 +180,22 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_version_is_0_5_0_and_never_more_without_annotations() {
-        let spec = build(&builtin("rtx4070").unwrap(), "/dev", None);
-        assert_eq!(spec.cdi_version, "0.5.0", "index devices start with a digit");
+    fn nodes_outside_dev_carry_their_host_path() {
         let moved = build(&builtin("rtx4070").unwrap(), "/tmp/fake-dev", None);
-        assert_eq!(moved.cdi_version, "0.5.0");
         assert_eq!(moved.container_edits.device_nodes[0].host_path.as_deref(), Some("/tmp/fake-dev/nvidiactl"));
+        let plain = build(&builtin("rtx4070").unwrap(), "/dev", None);
+        assert_eq!(plain.container_edits.device_nodes[0].host_path, None);
     }
 
     #[test]
     fn profile_devices_carry_the_admission_hooks_and_others_do_not() {
-        let settings = HookSettings { path: "/usr/local/bin/gpuwarden".into(), extra_args: vec!["--inventory".into(), "builtin:rtx4070".into()] };
+        let settings = HookCall { path: "/usr/local/bin/gpuwarden-hook".into(), options: vec!["--inventory".into(), "builtin:rtx4070".into()] };
         let spec = build(&builtin("rtx4070").unwrap(), "/dev", Some(&settings));
         let comfy = spec.devices.iter().find(|d| d.name == "comfyui").unwrap();
         let stages: Vec<(&str, Vec<&str>)> =
             comfy.container_edits.hooks.iter().map(|h| (h.hook_name.as_str(), h.args.iter().map(String::as_str).collect())).collect();
-        assert_eq!(stages[0], ("createRuntime", vec!["gpuwarden", "hook", "admit", "--inventory", "builtin:rtx4070"]));
-        assert_eq!(stages[1], ("poststop", vec!["gpuwarden", "hook", "release", "--inventory", "builtin:rtx4070"]));
+        assert_eq!(stages[0], ("createRuntime", vec!["gpuwarden-hook", "admit", "--inventory", "builtin:rtx4070"]));
+        assert_eq!(stages[1], ("poststop", vec!["gpuwarden-hook", "release", "--inventory", "builtin:rtx4070"]));
         assert!(spec.devices.iter().find(|d| d.name == "0").unwrap().container_edits.hooks.is_empty());
         assert!(spec.container_edits.hooks.is_empty());
     }

@@ -1,22 +1,19 @@
 //! CDI specs: build one from discovery (install time), write it where Podman
-//! and Docker read it, list and validate the specs on a host. Versioning and
-//! validation are the CNCF `container-device-interface` crate's; this module
-//! decides content, names and ownership.
+//! and Docker read it, list the specs on a host. Versioning and validation
+//! are the CNCF `container-device-interface` crate's, in the admin CLI (the
+//! runtime side does not link that crate); this module decides content,
+//! names and ownership.
 
 mod build;
 mod model;
 mod names;
 mod registry;
-mod validate;
-mod version;
 mod write;
 
-pub use build::{build_spec, HookSettings, SpecInput};
+pub use build::{build_spec, SpecInput};
 pub use model::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
 pub use names::{is_device_name, Kind, KindError};
 pub use registry::{scan, SpecFile, DEFAULT_SPEC_DIRS};
-pub use validate::{validate_file, Finding, Severity};
-pub use version::{minimum_version, PODMAN_43_MAX_VERSION};
 pub use write::{install, render, Format, InstallError};
 
 /// The spec-level env entry that marks a spec as written by gpuwarden. An env

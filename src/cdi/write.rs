@@ -94,7 +94,9 @@ mod tests {
         let inv = builtin("rtx4070").unwrap();
         let kind = Kind::new("nvidia.com", class).unwrap();
         let profiles = vec!["comfyui".to_string()];
-        build_spec(&SpecInput { kind: &kind, inventory: &inv, discovery: &discovery(&inv, "/dev"), profiles: &profiles, hooks: None })
+        let mut s = build_spec(&SpecInput { kind: &kind, inventory: &inv, discovery: &discovery(&inv, "/dev"), profiles: &profiles, hooks: None });
+        s.cdi_version = "0.5.0".into();
+        s
     }
 
     const NVIDIA_CTK: &str = "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: \"0\"\n  containerEdits: {deviceNodes: [{path: /dev/nvidia0}]}\n- name: all\n  containerEdits: {deviceNodes: [{path: /dev/nvidia0}]}\n";

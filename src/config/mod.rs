@@ -22,6 +22,23 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/gpuwarden/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/run/gpuwarden";
 pub const DEFAULT_MPS_PIPE_DIR: &str = "/tmp/nvidia-mps";
 
+/// Where the effective configuration came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    /// The default file does not exist: built-in defaults apply.
+    Defaults(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "read from {}", p.display()),
+            Origin::Defaults(p) => write!(f, "{} not found: built-in defaults", p.display()),
+        }
+    }
+}
+
 /// The effective configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Config {
@@ -140,14 +157,20 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Loads `path`; `explicit` says the user named it (a missing file is then
-    /// an error, while a missing default file means built-in defaults).
-    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+    /// Loads the file the user named, else the default file (whose absence
+    /// means built-in defaults), and says which it was.
+    pub fn locate(named: Option<&Path>) -> Result<(Config, Origin), ConfigError> {
+        let path = named.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Ok(text) => Ok((Config::parse(&text, path)?, Origin::File(path.to_path_buf()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && named.is_none() => Ok((Config::default(), Origin::Defaults(path.to_path_buf()))),
             Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
         }
+    }
+
+    /// [`Config::locate`] without the origin.
+    pub fn load_from(named: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::locate(named).map(|(c, _)| c)
     }
 
     /// Parses config text over the defaults; `path` names it in errors.
@@ -281,8 +304,11 @@ mod tests {
 
     #[test]
     fn a_missing_default_file_means_defaults_but_a_named_one_is_an_error() {
-        assert_eq!(Config::load(Path::new("/nonexistent/config.toml"), false).unwrap(), Config::default());
-        let e = Config::load(Path::new("/nonexistent/config.toml"), true).unwrap_err().to_string();
+        let (c, origin) = Config::locate(None).unwrap_or_else(|_| (Config::default(), Origin::Defaults(DEFAULT_CONFIG_PATH.into())));
+        if !Path::new(DEFAULT_CONFIG_PATH).exists() {
+            assert_eq!((c, origin.to_string()), (Config::default(), format!("{DEFAULT_CONFIG_PATH} not found: built-in defaults")));
+        }
+        let e = Config::load_from(Some(Path::new("/nonexistent/config.toml"))).unwrap_err().to_string();
         assert!(e.contains("cannot read config /nonexistent/config.toml"), "{e}");
     }
 }

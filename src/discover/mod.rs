@@ -52,7 +52,8 @@ pub struct FileMount {
     pub writable: bool,
 }
 
-/// Where to look: the driver's files, and the folder that stands for `/dev`.
+/// Where to look: the driver's files, and the folder that stands for `/dev`
+/// (the CLI's `--dev-root` names the folder holding it, as nvidia-ctk does).
 #[derive(Clone, Debug)]
 pub struct Roots {
     pub driver: DriverRoot,
@@ -80,7 +81,8 @@ impl Discovery {
     pub fn library_mounts(&self) -> Vec<FileMount> {
         let mut mounts = Vec::new();
         for lib in &self.libraries {
-            let names = std::iter::once(&lib.file_name).chain(lib.soname.iter().filter(|s| **s != lib.file_name));
+            let linker_name = lib.soname.as_deref().and_then(linker_name);
+            let names = std::iter::once(&lib.file_name).chain(lib.soname.iter().filter(|s| **s != lib.file_name)).chain(linker_name.as_ref());
             for name in names {
                 mounts.push(FileMount {
                     host_path: lib.host_path.clone(),
@@ -93,11 +95,27 @@ impl Discovery {
     }
 }
 
+/// Libraries that programs link by name at run time (`cc -lcuda`), which needs
+/// the linker name `libcuda.so` beside the SONAME: Triton (`torch.compile`)
+/// builds its CUDA launcher that way.
+const LINKED_BY_NAME: &[(&str, &str)] = &[("libcuda.so.1", "libcuda.so")];
+
+fn linker_name(soname: &str) -> Option<String> {
+    LINKED_BY_NAME.iter().find(|(s, _)| *s == soname).map(|(_, l)| l.to_string())
+}
+
+/// The env that tells Triton where libcuda is (it reads this before it asks
+/// `ldconfig -p`, whose cache in the image does not list the mounted driver,
+/// and no hook writes into a read-only root).
+pub fn triton_env(libraries: &[Library]) -> Option<String> {
+    libraries.iter().any(|l| l.soname.as_deref() == Some("libcuda.so.1")).then(|| format!("TRITON_LIBCUDA_PATH={CONTAINER_LIB_DIR}"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error("GPU {index} ({uuid}) has no device node {}: is the driver loaded? (pass --dev-root if /dev is elsewhere)", path.display())]
+    #[error("GPU {index} ({uuid}) has no device node {}: is the driver loaded? (if dev/ is elsewhere, pass --dev-root DIR, the folder that holds it)", path.display())]
     MissingGpuNode { index: u32, uuid: String, path: PathBuf },
-    #[error("{} is missing: the NVIDIA driver is not loaded (modprobe nvidia), or pass --dev-root", path.display())]
+    #[error("{} is missing: the NVIDIA driver is not loaded (modprobe nvidia), or pass --dev-root DIR, the folder that holds dev/", path.display())]
     MissingControlNode { path: PathBuf },
     #[error("{} is not a character device", path.display())]
     NotADevice { path: PathBuf },

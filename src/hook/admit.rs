@@ -1,8 +1,12 @@
-//! `gpuwarden hook admit`: createRuntime (or prestart). Reads the OCI state
-//! on stdin and the bundle's config, checks the container against its
-//! profile, then against the budget of each GPU it got, under the ledger's
-//! lock. Exit 0 admits; an error is the one line the user reads.
+//! `gpuwarden-hook admit`: createRuntime (or prestart). Reads the OCI state
+//! on stdin and the bundle's config, refuses with the reason precreate left
+//! there if any, checks the container against its profile, then against the
+//! budget of each GPU it got, under the ledger's lock. Exit 0 admits; an
+//! error is the one line the user reads.
 
+use std::path::Path;
+
+use super::{Settings, REFUSAL_ANNOTATION};
 use crate::budget::{self, GpuCapacity};
 use crate::config::Config;
 use crate::inventory::{Inventory, InventoryError};
@@ -14,11 +18,13 @@ use crate::rewrite::{governing_profile, RewriteError};
 
 /// What admission needs besides its stdin.
 pub struct HookEnv<'a> {
-    pub config: &'a Config,
-    pub store: &'a LedgerStore,
+    /// gpuwarden's configuration, loaded only for a container with a profile.
+    pub settings: Settings<'a>,
+    /// The state folder, when the hook was given one (else the configuration's).
+    pub state_dir: Option<&'a Path>,
     pub processes: &'a dyn Processes,
     /// Loads the inventory; called only for containers with a profile.
-    pub inventory: &'a dyn Fn() -> Result<Inventory, InventoryError>,
+    pub inventory: &'a dyn Fn(&Config) -> Result<Inventory, InventoryError>,
     /// Seconds since the epoch.
     pub now: u64,
 }
@@ -36,8 +42,12 @@ pub enum AdmitError {
     State(#[from] StateError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("refused {id}{profile}: {reason}")]
+    Precreate { id: String, profile: String, reason: String },
     #[error("refused {id}: {source}")]
     Profile { id: String, source: RewriteError },
+    #[error("refused {id} ({profile}): {source}")]
+    Settings { id: String, profile: String, source: crate::config::ConfigError },
     #[error("refused {id} ({profile}): {violation}")]
     Violation { id: String, profile: String, violation: Violation },
     #[error("refused {id} ({profile}): {why}")]
@@ -55,28 +65,41 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     let state = HookState::parse(input)?;
     let cfg = ContainerConfig::from_bundle(state.bundle()?)?;
     let id = state.short_id().to_string();
-    let Some((profile, profile_def)) = governing_profile(&cfg, env.config).map_err(|source| AdmitError::Profile { id: id.clone(), source })? else {
+    if let Some(reason) = cfg.annotation(REFUSAL_ANNOTATION) {
+        let profile = cfg.profile_name().ok().flatten().map_or_else(String::new, |p| format!(" ({p})"));
+        return Err(AdmitError::Precreate { id, profile, reason: reason.to_string() });
+    }
+    let Some(named) = cfg.profile_name().map_err(|e| AdmitError::Profile { id: id.clone(), source: RewriteError::TwoProfiles(e) })? else {
         tracing::debug!("{id} has no gpuwarden profile: nothing to admit");
         return Ok(Admission::NotGoverned);
     };
+    let config = (env.settings)().map_err(|source| AdmitError::Settings { id: id.clone(), profile: named.to_string(), source })?;
+    let (profile, profile_def) = governing_profile(&cfg, &config)
+        .map_err(|source| AdmitError::Profile { id: id.clone(), source })?
+        .expect("the container names a profile");
     let share = conform(&cfg, &profile, profile_def)
         .map_err(|violation| AdmitError::Violation { id: id.clone(), profile: profile.clone(), violation })?;
     let gpu_err = |why: String| AdmitError::Gpu { id: id.clone(), profile: profile.clone(), why };
     let pid = state.pid.ok_or_else(|| gpu_err("the OCI state has no pid; run this hook at createRuntime or prestart".into()))?;
     let pid_start = env.processes.start_time(pid).ok_or_else(|| gpu_err(format!("the container's process {pid} is gone")))?;
 
-    let inventory = (env.inventory)().map_err(|source| AdmitError::Inventory { id: id.clone(), profile: profile.clone(), source })?;
+    let inventory = (env.inventory)(&config).map_err(|source| AdmitError::Inventory { id: id.clone(), profile: profile.clone(), source })?;
     let gpus: Vec<GpuCapacity> = cfg
         .gpu_minors()
         .into_iter()
         .map(|minor| {
             let gpu = inventory.gpu_by_minor(minor).ok_or_else(|| gpu_err(format!("/dev/nvidia{minor} is not a GPU of the inventory")))?;
-            Ok(GpuCapacity::new(gpu, &env.config.budget))
+            let capacity = GpuCapacity::new(gpu, &config.budget);
+            match capacity.reserves_problem() {
+                Some(problem) => Err(gpu_err(problem)),
+                None => Ok(capacity),
+            }
         })
         .collect::<Result<_, AdmitError>>()?;
 
+    let store = LedgerStore::new(env.state_dir.unwrap_or(&config.state_dir));
     let ledger_err = |source| AdmitError::Ledger { id: id.clone(), profile: profile.clone(), source };
-    let mut locked = env.store.lock().map_err(ledger_err)?;
+    let mut locked = store.lock().map_err(ledger_err)?;
     let stale = locked.ledger.reclaim(env.processes);
     for r in &stale {
         tracing::warn!("reclaimed stale reservation {} ({}): process {} is gone", r.label(), r.profile, r.pid);
@@ -107,7 +130,7 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     };
     locked.ledger.insert(reservation.clone());
     locked.save().map_err(ledger_err)?;
-    tracing::info!("admitted {} ({}): {}%, {}", reservation.label(), reservation.profile, reservation.threads, reservation.pinned_bytes);
+    tracing::info!("admitted {} ({}): {}%, {} in {}", reservation.label(), reservation.profile, reservation.threads, reservation.pinned_bytes, store.path().display());
     Ok(Admission::Admitted(reservation))
 }
 
@@ -150,12 +173,43 @@ mod tests {
 
         fn admit(&mut self, id: &str, profile: &str, pid: i32) -> Result<Admission, AdmitError> {
             let bundle = self.bundle(id, profile);
+            self.admit_bundle(id, &bundle, pid)
+        }
+
+        fn admit_bundle(&mut self, id: &str, bundle: &Path, pid: i32) -> Result<Admission, AdmitError> {
             self.procs.0.insert(pid, 7);
             let state = serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": pid, "bundle": bundle});
-            let inventory = || Ok(builtin("rtx4070").unwrap());
-            let env = HookEnv { config: &self.config, store: &self.store, processes: &self.procs, inventory: &inventory, now: 1000 };
+            let config = self.config.clone();
+            let settings = move || Ok(config.clone());
+            let dir = self.dir.path().join("state");
+            let env = HookEnv { settings: &settings, state_dir: Some(&dir), processes: &self.procs, inventory: &rtx4070, now: 1000 };
             admit(&serde_json::to_vec(&state).unwrap(), &env)
         }
+    }
+
+    fn rtx4070(_: &Config) -> Result<Inventory, InventoryError> {
+        Ok(builtin("rtx4070").unwrap())
+    }
+
+    #[test]
+    fn the_reason_precreate_left_is_the_refusal() {
+        let mut w = World::new();
+        let bundle = w.bundle("comfy1000000bb", "comfyui");
+        let mut cfg = ContainerConfig::from_bundle(&bundle).unwrap();
+        cfg.set_annotation(REFUSAL_ANNOTATION, "annotation gpuwarden.io/threads asks 60%, more than profile comfyui allows (25%)");
+        std::fs::write(bundle.join("config.json"), cfg.to_json()).unwrap();
+        let e = w.admit_bundle("comfy1000000bb", &bundle, 11).unwrap_err().to_string();
+        assert_eq!(e, "refused comfy1000000 (comfyui): annotation gpuwarden.io/threads asks 60%, more than profile comfyui allows (25%)");
+        assert!(!w.store.path().exists(), "a refusal changes no state");
+    }
+
+    #[test]
+    fn reserves_larger_than_the_gpu_are_a_refusal_that_names_them() {
+        let mut w = World::new();
+        w.config = Config::parse("[budget.reserves]\nsteam = \"40GiB\"\n", Path::new("c")).unwrap();
+        let e = w.admit("comfy1000000bb", "comfyui", 11).unwrap_err().to_string();
+        assert!(e.starts_with("refused comfy1000000 (comfyui): GPU 0 (RTX 4070) has 12.0 GiB and the reserves (steam 40.0 GiB) add up to 40.0 GiB"), "{e}");
+        assert!(!w.store.path().exists());
     }
 
     #[test]
@@ -194,8 +248,9 @@ mod tests {
         let b = w.dir.path().join("plain");
         std::fs::create_dir_all(&b).unwrap();
         std::fs::write(b.join("config.json"), br#"{"process":{"env":["A=1"]}}"#).unwrap();
-        let inventory = || -> Result<Inventory, InventoryError> { panic!("no inventory is needed") };
-        let env = HookEnv { config: &w.config, store: &w.store, processes: &w.procs, inventory: &inventory, now: 0 };
+        let inventory = |_: &Config| -> Result<Inventory, InventoryError> { panic!("no inventory is needed") };
+        let settings = || -> Result<Config, crate::config::ConfigError> { panic!("no configuration is needed") };
+        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &inventory, now: 0 };
         let state = serde_json::json!({"id": "plain", "pid": 1, "bundle": b}).to_string();
         assert_eq!(admit(state.as_bytes(), &env).unwrap(), Admission::NotGoverned);
         assert!(!w.store.path().exists());
@@ -204,8 +259,8 @@ mod tests {
     #[test]
     fn bad_stdin_and_missing_bundles_leave_the_ledger_alone() {
         let w = World::new();
-        let inventory = || Ok(builtin("rtx4070").unwrap());
-        let env = HookEnv { config: &w.config, store: &w.store, processes: &w.procs, inventory: &inventory, now: 0 };
+        let settings = || Ok(Config::default());
+        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &rtx4070, now: 0 };
         for (input, want) in [
             (&b""[..], "no OCI state on stdin"),
             (b"nope", "not valid"),

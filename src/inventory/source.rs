@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::{builtin, GpuProbe, Inventory, NvmlError, BUILTIN_NAMES};
+use crate::discover::{find_library, DriverRoot};
 
 /// An `--inventory` argument, or NVML.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +70,28 @@ impl InventorySource {
         };
         inventory.validate().map_err(|why| InventoryError::Invalid { origin, why })?;
         Ok(inventory)
+    }
+}
+
+impl InventorySource {
+    /// The source a command uses: the one it was given (`--inventory`), else
+    /// the configuration's, else NVML, loaded from the driver root when that
+    /// is not `/`. Named files are made absolute, since hooks run elsewhere.
+    pub fn choose(named: Option<&str>, configured: Option<&str>, driver_root: &DriverRoot) -> Result<InventorySource, NvmlError> {
+        if let Some(name) = named.or(configured) {
+            return Ok(match name.parse().unwrap_or_else(|e: std::convert::Infallible| match e {}) {
+                InventorySource::File(p) if p.as_os_str() != "-" => InventorySource::File(crate::fsutil::absolute(&p)),
+                other => other,
+            });
+        }
+        let library = if driver_root.is_host_root() {
+            None
+        } else {
+            Some(find_library(driver_root, "libnvidia-ml.so.1").ok_or_else(|| NvmlError::LibraryMissing {
+                detail: format!("no libnvidia-ml.so.1 under {}", driver_root.path().display()),
+            })?)
+        };
+        Ok(InventorySource::Nvml { library })
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::proc::Processes;
 use crate::size::ByteSize;
 
-pub use store::{LedgerError, LedgerStore, LockedLedger};
+pub use store::{reset_command, LedgerError, LedgerStore, LockedLedger, ResetOutcome};
 
 pub const LEDGER_VERSION: u32 = 1;
 

@@ -13,13 +13,13 @@ const LOCK_FILE: &str = "ledger.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("ledger {} cannot be read ({why}): admission is closed until it is repaired; once the GPU containers it tracked are stopped, run `gpuwarden ledger reset` (it keeps a copy of the bad file)", path.display())]
+    #[error("ledger {} cannot be read ({why}): admission is closed until it is repaired; once the GPU containers it tracked are stopped, run `{}` (it keeps a copy of the bad file)", path.display(), reset_command(path))]
     Corrupt { path: PathBuf, why: String },
     #[error("cannot create state folder {}: {source}", path.display())]
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot read ledger {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("ledger {} is readable and holds {count} reservation(s); stop those containers (their poststop hooks release them) or pass --force to discard them", path.display())]
+    #[error("ledger {} is readable and holds {count} reservation(s); stop those containers (their poststop hooks release them) or run `{} --force` to discard them", path.display(), reset_command(path))]
     Healthy { path: PathBuf, count: usize },
     #[error("cannot keep a copy of the bad ledger at {}: {source}", path.display())]
     Backup { path: PathBuf, source: std::io::Error },
@@ -27,6 +27,29 @@ pub enum LedgerError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Write(#[from] AtomicWriteError),
+}
+
+/// The exact command that resets the ledger at `path`: `--state-dir` is
+/// named unless it is the default, so the hint acts on this ledger whatever
+/// configuration the user's shell would pick up.
+pub fn reset_command(path: &Path) -> String {
+    match path.parent() {
+        Some(dir) if dir != Path::new(crate::config::DEFAULT_STATE_DIR) => format!("gpuwarden ledger reset --state-dir {}", dir.display()),
+        _ => "gpuwarden ledger reset".to_string(),
+    }
+}
+
+/// What `reset` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetOutcome {
+    /// There was no ledger; an empty one now stands.
+    Started,
+    /// The ledger was readable and empty: nothing to do.
+    AlreadyEmpty,
+    /// An unreadable ledger, moved here.
+    KeptBad(PathBuf),
+    /// A readable ledger with reservations, discarded by force and kept here.
+    KeptDiscarded(PathBuf),
 }
 
 /// The ledger's home.
@@ -45,6 +68,10 @@ pub struct LockedLedger<'a> {
 impl LedgerStore {
     pub fn new(dir: &Path) -> Self {
         LedgerStore { dir: dir.to_path_buf() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn path(&self) -> PathBuf {
@@ -88,27 +115,29 @@ impl LedgerStore {
         }
     }
 
-    /// Moves a ledger aside (as `ledger.json.bad-SECONDS`) and starts an empty
-    /// one; returns where the old one went, if there was one. A readable
-    /// ledger that holds reservations is kept unless `force`.
-    pub fn reset(&self, now: u64, force: bool) -> Result<Option<PathBuf>, LedgerError> {
+    /// Moves an unreadable ledger aside (as `ledger.json.bad-SECONDS`) and
+    /// starts an empty one. A readable ledger is left alone when it is empty,
+    /// and kept unless `force` when it holds reservations (then it is kept as
+    /// `ledger.json.discarded-SECONDS`).
+    pub fn reset(&self, now: u64, force: bool) -> Result<ResetOutcome, LedgerError> {
         self.ensure_dir()?;
         let _lock = ExclusiveLock::acquire(&self.dir.join(LOCK_FILE))?;
         let path = self.path();
-        if let Ok(ledger) = self.read() {
-            if !ledger.reservations.is_empty() && !force {
-                return Err(LedgerError::Healthy { path, count: ledger.reservations.len() });
+        let (suffix, make): (&str, fn(PathBuf) -> ResetOutcome) = match self.read() {
+            Ok(ledger) if !path.exists() => {
+                debug_assert!(ledger.reservations.is_empty());
+                write_atomic(&path, &render(&Ledger::default()), 0o644)?;
+                return Ok(ResetOutcome::Started);
             }
-        }
-        let kept = if path.exists() {
-            let backup = self.dir.join(format!("{LEDGER_FILE}.bad-{now}"));
-            std::fs::rename(&path, &backup).map_err(|source| LedgerError::Backup { path: backup.clone(), source })?;
-            Some(backup)
-        } else {
-            None
+            Ok(ledger) if ledger.reservations.is_empty() => return Ok(ResetOutcome::AlreadyEmpty),
+            Ok(ledger) if !force => return Err(LedgerError::Healthy { path, count: ledger.reservations.len() }),
+            Ok(_) => ("discarded", ResetOutcome::KeptDiscarded),
+            Err(_) => ("bad", ResetOutcome::KeptBad),
         };
+        let backup = self.dir.join(format!("{LEDGER_FILE}.{suffix}-{now}"));
+        std::fs::rename(&path, &backup).map_err(|source| LedgerError::Backup { path: backup.clone(), source })?;
         write_atomic(&path, &render(&Ledger::default()), 0o644)?;
-        Ok(kept)
+        Ok(make(backup))
     }
 }
 
@@ -162,9 +191,10 @@ mod tests {
         let store = LedgerStore::new(dir.path());
         std::fs::write(store.path(), b"{\"version\":1,\"reserva").unwrap();
         let e = store.lock().err().unwrap().to_string();
-        assert!(e.contains("ledger.json cannot be read") && e.contains("gpuwarden ledger reset"), "{e}");
+        assert!(e.contains("ledger.json cannot be read"), "{e}");
+        assert!(e.contains(&format!("run `gpuwarden ledger reset --state-dir {}`", dir.path().display())), "the hint names this ledger: {e}");
         assert_eq!(std::fs::read(store.path()).unwrap(), b"{\"version\":1,\"reserva", "untouched");
-        let kept = store.reset(1234, false).unwrap().unwrap();
+        let ResetOutcome::KeptBad(kept) = store.reset(1234, false).unwrap() else { panic!("kept as bad") };
         assert!(kept.ends_with("ledger.json.bad-1234"));
         assert_eq!(std::fs::read(&kept).unwrap(), b"{\"version\":1,\"reserva");
         assert_eq!(store.read().unwrap(), Ledger::default());
@@ -179,10 +209,28 @@ mod tests {
         locked.save().unwrap();
         drop(locked);
         let e = store.reset(1, false).unwrap_err().to_string();
-        assert!(e.contains("holds 1 reservation(s)") && e.contains("--force"), "{e}");
+        assert!(e.contains("holds 1 reservation(s)") && e.contains(&format!("`gpuwarden ledger reset --state-dir {} --force`", dir.path().display())), "{e}");
         assert_eq!(store.read().unwrap().reservations.len(), 1);
-        assert!(store.reset(2, true).unwrap().is_some());
+        let ResetOutcome::KeptDiscarded(kept) = store.reset(2, true).unwrap() else { panic!("kept as discarded") };
+        assert!(kept.ends_with("ledger.json.discarded-2"));
         assert!(store.read().unwrap().reservations.is_empty());
+    }
+
+    #[test]
+    fn a_healthy_empty_ledger_is_left_alone_and_an_absent_one_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LedgerStore::new(dir.path());
+        assert_eq!(store.reset(1, false).unwrap(), ResetOutcome::Started);
+        let before = std::fs::read(store.path()).unwrap();
+        assert_eq!(store.reset(2, false).unwrap(), ResetOutcome::AlreadyEmpty);
+        assert_eq!(std::fs::read(store.path()).unwrap(), before);
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(!names.iter().any(|n| n.contains(".bad-")), "{names:?}");
+    }
+
+    #[test]
+    fn the_default_ledger_needs_no_flag_in_the_hint() {
+        assert_eq!(reset_command(Path::new("/run/gpuwarden/ledger.json")), "gpuwarden ledger reset");
     }
 
     #[test]

@@ -90,6 +90,37 @@ impl ContainerConfig {
         self.at(&["annotations", key]).and_then(Value::as_str)
     }
 
+    pub fn set_annotation(&mut self, key: &str, value: &str) {
+        self.object_mut(&["annotations"]).insert(key.into(), Value::String(value.into()));
+    }
+
+    pub fn remove_annotation(&mut self, key: &str) -> Option<String> {
+        let annotations = self.0.get_mut("annotations")?.as_object_mut()?;
+        annotations.remove(key).and_then(|v| v.as_str().map(str::to_owned))
+    }
+
+    /// The hooks of `stage` (`createRuntime`, `poststop`, ...) as (path, args).
+    pub fn hooks(&self, stage: &str) -> Vec<(&str, Vec<&str>)> {
+        let list = self.at(&["hooks", stage]).and_then(Value::as_array).into_iter().flatten();
+        list.filter_map(|h| {
+            let path = h.get("path")?.as_str()?;
+            let args = h.get("args").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            Some((path, args))
+        })
+        .collect()
+    }
+
+    /// Appends a hook to `stage`.
+    pub fn add_hook(&mut self, stage: &str, path: &str, args: &[String]) {
+        let hooks = self.object_mut(&["hooks"]);
+        let list = hooks.entry(stage).or_insert(Value::Array(Vec::new()));
+        if !list.is_array() {
+            *list = Value::Array(Vec::new());
+        }
+        let hook = serde_json::json!({ "path": path, "args": args });
+        list.as_array_mut().expect("just made an array").push(hook);
+    }
+
     /// The profile this container asks for, from the profile device's env or
     /// the annotation; an error if they disagree.
     pub fn profile_name(&self) -> Result<Option<&str>, String> {
@@ -226,6 +257,22 @@ pub(crate) mod tests {
         assert_eq!(v["process"]["capabilities"]["bounding"], serde_json::json!(["CAP_KILL"]));
         assert_eq!(v["root"], serde_json::json!({"path": "/var/lib/containers/rootfs", "readonly": true}));
         assert_eq!(v["process"]["noNewPrivileges"], true);
+    }
+
+    #[test]
+    fn annotations_and_hooks_are_added_and_read_back() {
+        let mut c = podman_like();
+        assert_eq!(c.remove_annotation("a"), None, "no annotations at all");
+        c.set_annotation("a", "1");
+        assert_eq!(c.annotation("a"), Some("1"));
+        assert_eq!(c.remove_annotation("a").as_deref(), Some("1"));
+        assert_eq!(c.annotation("a"), None);
+        assert!(c.hooks("createRuntime").is_empty());
+        c.add_hook("createRuntime", "/usr/bin/x", &["x".into(), "admit".into()]);
+        c.add_hook("createRuntime", "/usr/bin/y", &[]);
+        assert_eq!(c.hooks("createRuntime"), [("/usr/bin/x", vec!["x", "admit"]), ("/usr/bin/y", vec![])]);
+        let v: Value = serde_json::from_slice(&c.to_json()).unwrap();
+        assert_eq!(v["hooks"]["createRuntime"][0], serde_json::json!({"path": "/usr/bin/x", "args": ["x", "admit"]}));
     }
 
     #[test]

@@ -8,23 +8,35 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_gpuwarden");
+#[path = "../support/bins.rs"]
+mod bins;
+pub use bins::{bin, hook_bin};
+
 pub const VERSION: &str = "535.261.03";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs gpuwarden with `args` and `stdin`.
+/// Runs the admin CLI with `args` and `stdin`.
 pub fn gpuwarden(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+    run_with(bin(), args, stdin)
+}
+
+/// Runs the hook binary with `args` (the stage first) and `stdin`.
+pub fn hook(args: &[&str], stdin: &[u8]) -> Output {
+    run_with(hook_bin(), args, stdin)
+}
+
+fn run_with(program: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(program)
         .args(args)
         .env_remove("GPUWARDEN_CONFIG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("the gpuwarden binary runs");
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -68,6 +80,7 @@ pub fn process_lock(name: &str) -> nix::fcntl::Flock<File> {
 /// scripts/driver-root.sh (downloads once, then reuses).
 pub struct Fixture {
     pub root: PathBuf,
+    /// The folder that holds `dev/` (what `--dev-root` takes, as in nvidia-ctk).
     pub dev: PathBuf,
 }
 
@@ -79,7 +92,7 @@ pub fn driver_fixture() -> &'static Fixture {
         let _lock = process_lock("driver-root");
         let st = Command::new(repo().join("scripts/driver-root.sh")).arg(&out).status().unwrap();
         assert!(st.success(), "scripts/driver-root.sh failed (it needs root and Debian's non-free archive: run scripts/setup.sh)");
-        Fixture { root: out.join("root"), dev: out.join("dev") }
+        Fixture { root: out.join("root"), dev: out }
     })
 }
 

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{absolute, inventory_cmd, GenerateArgs, ListArgs, Result, ValidateArgs};
-use crate::cdi::{self, build_spec, HookSettings, Kind, Severity, SpecInput};
-use crate::config::Config;
-use crate::discover::{discover, Roots};
-use crate::inventory::InventorySource;
+use crate::spec_check::{minimum_version, validate_file, Severity};
+use gpuwarden::cdi::{self, build_spec, Kind, SpecInput};
+use gpuwarden::hook::HookCall;
+use gpuwarden::config::Config;
+use gpuwarden::discover::{discover, Roots};
+use gpuwarden::inventory::InventorySource;
 
-/// The arguments after `hook admit|release` that make the hooks see what the
+/// The options after `admit|release` that make the hooks see what the
 /// generator saw: the same configuration, inventory, driver root and state folder.
 fn hook_args(args: &GenerateArgs, source: &InventorySource, config_file: Option<&Path>) -> Result<Vec<String>> {
     let mut extra = Vec::new();
@@ -38,48 +40,62 @@ fn hook_args(args: &GenerateArgs, source: &InventorySource, config_file: Option<
 pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>) -> Result<ExitCode> {
     let root = inventory_cmd::driver_root(&args.source.driver_root)?;
     let (source, inventory) = inventory_cmd::load(&args.source, config)?;
-    let roots = Roots { driver: root, dev: absolute(&args.dev_root) };
+    // A profile device on a GPU whose reserves leave nothing could never start.
+    if let Some(problem) = gpuwarden::budget::reserve_problems(&inventory, &config.budget).into_iter().next() {
+        return Err(problem.into());
+    }
+    let roots = Roots { driver: root, dev: absolute(&args.dev_root).join("dev") };
     let discovery = discover(&roots, &inventory, &config.mps.pipe_directory)?;
     let kind = Kind::new(&args.vendor, &args.class)?;
-    let hooks = if args.no_hooks {
-        None
-    } else {
-        let path = match &args.hook_path {
-            Some(p) => absolute(p),
-            None => super::this_binary()?,
-        };
-        Some(HookSettings { path, extra_args: hook_args(args, &source, config_file)? })
+    let hooks = match args.no_hooks {
+        true => None,
+        false => Some(HookCall { path: super::hook_binary(args.hook_path.as_deref())?, options: hook_args(args, &source, config_file)? }),
     };
     let profiles = config.profile_names();
-    let spec = build_spec(&SpecInput { kind: &kind, inventory: &inventory, discovery: &discovery, profiles: &profiles, hooks: hooks.as_ref() });
+    let mut spec = build_spec(&SpecInput { kind: &kind, inventory: &inventory, discovery: &discovery, profiles: &profiles, hooks: hooks.as_ref() });
+    spec.cdi_version = minimum_version(&spec);
     let format = args.format.unwrap_or_else(|| cdi::Format::for_path(&args.output));
-    // Said after success only, so that a failure stays one line.
-    let warn_no_mps = || {
-        if discovery.mps_pipe_dir.is_none() {
-            tracing::warn!(
-                "MPS pipe directory {} is absent, so containers run without MPS and its limits: start nvidia-cuda-mps-control -d, then generate the spec again",
-                config.mps.pipe_directory.display()
-            );
-        }
-    };
     if args.output == Path::new("-") {
         print!("{}", cdi::render(&spec, format));
-        warn_no_mps();
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        cdi::install(&spec, format, &args.output, &args.cdi_dirs)?;
+        print!("{}", summary(&spec, &discovery, &args.output));
     }
-    cdi::install(&spec, format, &args.output, &args.cdi_dirs)?;
-    warn_no_mps();
-    let names: Vec<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
-    println!(
-        "wrote {} (cdiVersion {}): {}={}; {} mounts, {} device nodes",
-        args.output.display(),
-        spec.cdi_version,
-        kind,
-        names.join(", ="),
-        spec.container_edits.mounts.len(),
-        spec.container_edits.device_nodes.len() + discovery.gpu_nodes.values().map(Vec::len).sum::<usize>()
-    );
+    // Said after success only, so that a failure stays one line.
+    if discovery.mps_pipe_dir.is_none() {
+        tracing::warn!(
+            "MPS pipe directory {} is absent, so containers run without MPS and its limits: start nvidia-cuda-mps-control -d, then generate the spec again",
+            config.mps.pipe_directory.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `generate` wrote, in a few lines: each device with its own nodes and
+/// hooks, then what every device gets.
+fn summary(spec: &cdi::Spec, discovery: &gpuwarden::discover::Discovery, path: &Path) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("wrote {} (cdiVersion {})\n", path.display(), spec.cdi_version);
+    let names: Vec<String> = spec.devices.iter().map(|d| format!("{}={}", spec.kind, d.name)).collect();
+    let width = names.iter().map(String::len).max().unwrap_or(6).max(6);
+    let _ = writeln!(out, "  {:<width$}  NODES  HOOKS  PROFILE", "DEVICE");
+    for (name, d) in names.iter().zip(&spec.devices) {
+        let e = &d.container_edits;
+        let profile = e.env.iter().find_map(|v| v.strip_prefix(&format!("{}=", cdi::PROFILE_ENV))).unwrap_or("-");
+        let _ = writeln!(out, "  {name:<width$}  {:>5}  {:>5}  {profile}", e.device_nodes.len(), e.hooks.len());
+    }
+    let e = &spec.container_edits;
+    let mps = discovery.mps_pipe_dir.as_ref().map_or_else(|| "no MPS pipe directory".to_string(), |p| format!("the MPS pipe directory {}", p.display()));
+    let _ = writeln!(
+        out,
+        "  every device also gets {} control nodes, {} driver libraries ({} mounts with their SONAMEs), {} data files and binaries, {mps}",
+        e.device_nodes.len(),
+        discovery.libraries.len(),
+        discovery.library_mounts().len(),
+        discovery.files.len()
+    );
+    let _ = writeln!(out, "  the whole spec: {}", path.display());
+    out
 }
 
 pub fn list(args: &ListArgs) -> Result<ExitCode> {
@@ -122,7 +138,7 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode> {
     }
     let (mut errors, mut warnings) = (0, 0);
     for file in &files {
-        let findings = cdi::validate_file(file);
+        let findings = validate_file(file);
         for f in &findings {
             match f.severity {
                 Severity::Error => errors += 1,

@@ -2,7 +2,7 @@
 
 use container_device_interface::specs::config::Spec as CncfSpec;
 
-use super::Spec;
+use gpuwarden::cdi::Spec;
 
 /// The newest version Podman 4.3 reads; it silently drops newer specs.
 pub const PODMAN_43_MAX_VERSION: &str = "0.5.0";
@@ -31,7 +31,7 @@ pub fn version_newer(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cdi::{ContainerEdits, Device, DeviceNode};
+    use gpuwarden::cdi::{ContainerEdits, Device, DeviceNode};
 
     fn spec(name: &str, host_path: Option<&str>) -> Spec {
         Spec {

@@ -2,16 +2,16 @@
 //! in its own module and only calls the library.
 
 mod cdi_cmd;
-mod hook_cmd;
+mod config_cmd;
 mod inventory_cmd;
 mod podman_cmd;
+mod status_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use podman_cmd::precreate_hook_json;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -21,8 +21,9 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// `podman run --device nvidia.com/gpu=comfyui ...` gets the GPU, its driver
 /// and gpuwarden's admission hooks; `gpuwarden podman install-hook` installs
 /// the precreate hook that applies the profile (MPS limits, hardening).
-/// Container start: the hooks admit a container or refuse it against the GPU's
-/// budget, and `gpuwarden status` shows who holds what.
+/// Container start: the hooks (`gpuwarden-hook`, installed next to this
+/// binary) admit a container or refuse it against the GPU's budget, and
+/// `gpuwarden status` shows who holds what.
 #[derive(Debug, Parser)]
 #[command(name = "gpuwarden", version, max_term_width = 100)]
 pub struct Cli {
@@ -48,9 +49,6 @@ pub enum Command {
     /// Show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// OCI hooks, run by Podman and runc (not by hand).
-    #[command(subcommand)]
-    Hook(HookCommand),
     /// Budget used and left per GPU, and who holds it.
     Status(StatusArgs),
     /// The reservation ledger.
@@ -106,9 +104,10 @@ pub struct GenerateArgs {
     pub output: PathBuf,
     /// Spec format; by default JSON for a .json output, YAML otherwise.
     #[arg(long, value_enum)]
-    pub format: Option<crate::cdi::Format>,
-    /// Folder that stands for /dev (device nodes are looked for there).
-    #[arg(long, value_name = "DIR", default_value = "/dev")]
+    pub format: Option<gpuwarden::cdi::Format>,
+    /// The root that holds dev/ (device nodes are looked for in DIR/dev), as in
+    /// nvidia-ctk: `/` is the host.
+    #[arg(long, value_name = "DIR", default_value = "/")]
     pub dev_root: PathBuf,
     /// CDI vendor of the devices.
     #[arg(long, default_value = "nvidia.com")]
@@ -117,9 +116,9 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "gpu")]
     pub class: String,
     /// Spec folders checked for devices defined twice (repeatable).
-    #[arg(long = "cdi-dir", value_name = "DIR", default_values = crate::cdi::DEFAULT_SPEC_DIRS)]
+    #[arg(long = "cdi-dir", value_name = "DIR", default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
     pub cdi_dirs: Vec<PathBuf>,
-    /// The gpuwarden binary the runtime runs as hook (default: this binary).
+    /// The hook binary the runtime runs (default: gpuwarden-hook next to this binary).
     #[arg(long, value_name = "PATH")]
     pub hook_path: Option<PathBuf>,
     /// State folder the admission hooks use (default: the configuration's, /run/gpuwarden).
@@ -133,7 +132,7 @@ pub struct GenerateArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Spec folders to list (repeatable).
-    #[arg(long = "cdi-dir", value_name = "DIR", default_values = crate::cdi::DEFAULT_SPEC_DIRS)]
+    #[arg(long = "cdi-dir", value_name = "DIR", default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
     pub cdi_dirs: Vec<PathBuf>,
 }
 
@@ -141,7 +140,7 @@ pub struct ListArgs {
 pub struct ValidateArgs {
     /// Spec files to check; by default every spec in the spec folders.
     pub files: Vec<PathBuf>,
-    #[arg(long = "cdi-dir", value_name = "DIR", default_values = crate::cdi::DEFAULT_SPEC_DIRS)]
+    #[arg(long = "cdi-dir", value_name = "DIR", default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
     pub cdi_dirs: Vec<PathBuf>,
 }
 
@@ -151,9 +150,9 @@ pub enum ConfigCommand {
     Show,
 }
 
-/// Options every hook takes.
+/// Where `status` finds the GPUs and the ledger (the hooks take the same options).
 #[derive(Debug, Clone, Args)]
-pub struct HookArgs {
+pub struct LedgerArgs {
     /// GPU inventory instead of NVML (see `gpuwarden inventory --help`); overrides the configuration's.
     #[arg(long, value_name = "FILE|builtin:NAME")]
     pub inventory: Option<String>,
@@ -165,20 +164,10 @@ pub struct HookArgs {
     pub driver_root: Option<PathBuf>,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum HookCommand {
-    /// Podman's precreate stage: config.json on stdin, the config to use on stdout.
-    Precreate(HookArgs),
-    /// createRuntime/prestart: OCI state on stdin; exit 0 admits, else one line says why not.
-    Admit(HookArgs),
-    /// poststop: OCI state on stdin; gives the container's share back.
-    Release(HookArgs),
-}
-
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub hook: HookArgs,
+    pub ledger: LedgerArgs,
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
@@ -187,6 +176,9 @@ pub struct StatusArgs {
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
     /// Move an unreadable ledger aside (kept as ledger.json.bad-SECONDS) and start an empty one.
+    ///
+    /// A readable, empty ledger is left as it is; one that holds reservations is
+    /// reset only with --force (kept as ledger.json.discarded-SECONDS).
     Reset {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
@@ -198,51 +190,26 @@ pub enum LedgerCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PodmanCommand {
-    /// Install the hooks.d file that runs `gpuwarden hook precreate` for every container.
+    /// Install the hooks.d file that runs `gpuwarden-hook precreate` for every container.
     InstallHook {
         /// Podman's hooks folder.
         #[arg(long, value_name = "DIR", default_value = "/usr/share/containers/oci/hooks.d")]
         hooks_dir: PathBuf,
-        /// The gpuwarden binary Podman runs (default: this binary).
-        #[arg(long, value_name = "PATH")]
-        binary: Option<PathBuf>,
+        /// The hook binary Podman runs (default: gpuwarden-hook next to this binary).
+        #[arg(long = "hook-path", visible_alias = "binary", value_name = "PATH")]
+        hook_path: Option<PathBuf>,
         /// Print the file instead of installing it.
         #[arg(long)]
         print: bool,
     },
 }
 
-/// Logs go to stderr only: stdout belongs to the hook stages that print configs.
-pub fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GPUWARDEN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .with_ansi(false)
-        .try_init();
+fn load_config(cli_config: &Option<PathBuf>) -> std::result::Result<gpuwarden::config::Config, gpuwarden::config::ConfigError> {
+    gpuwarden::config::Config::load_from(cli_config.as_deref())
 }
-
-fn load_config(cli_config: &Option<PathBuf>) -> std::result::Result<crate::config::Config, crate::config::ConfigError> {
-    let (path, explicit) = match cli_config {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from(crate::config::DEFAULT_CONFIG_PATH), false),
-    };
-    crate::config::Config::load(&path, explicit)
-}
-
-/// Loads gpuwarden's configuration; commands call it only if they need it.
-pub type Settings<'a> = &'a dyn Fn() -> std::result::Result<crate::config::Config, crate::config::ConfigError>;
 
 /// Runs the parsed command. Each command reads the configuration only if it
-/// needs it: precreate runs for every container on the host, and a broken
-/// config.toml must not stop those that have no profile.
+/// needs it.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let settings = || load_config(&cli.config);
     match cli.command {
@@ -250,15 +217,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cdi(CdiCommand::Generate(args)) => cdi_cmd::generate(&args, &settings()?, cli.config.as_deref()),
         Command::Cdi(CdiCommand::List(args)) => cdi_cmd::list(&args),
         Command::Cdi(CdiCommand::Validate(args)) => cdi_cmd::validate(&args),
-        Command::Config(ConfigCommand::Show) => {
-            print!("{}", settings()?.to_toml());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Hook(hook) => hook_cmd::run(hook, &settings),
-        Command::Status(args) => hook_cmd::status(&args, &settings()?),
-        Command::Ledger(LedgerCommand::Reset { state_dir, force }) => hook_cmd::ledger_reset(state_dir, force, &settings()?),
-        Command::Podman(PodmanCommand::InstallHook { hooks_dir, binary, print }) => {
-            podman_cmd::install_hook(&hooks_dir, binary, print, cli.config.as_deref())
+        Command::Config(ConfigCommand::Show) => config_cmd::show(cli.config.as_deref()),
+        Command::Status(args) => status_cmd::status(&args, &settings()?),
+        Command::Ledger(LedgerCommand::Reset { state_dir, force }) => status_cmd::ledger_reset(state_dir, force, &settings()?),
+        Command::Podman(PodmanCommand::InstallHook { hooks_dir, hook_path, print }) => {
+            podman_cmd::install_hook(&hooks_dir, hook_path, print, cli.config.as_deref())
         }
     }
 }
@@ -268,12 +231,18 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// `path` made absolute against the current folder (for paths written into specs and hooks).
-fn absolute(path: &std::path::Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
+use gpuwarden::fsutil::absolute;
 
-/// This binary, as hooks should call it.
-fn this_binary() -> Result<PathBuf> {
-    Ok(std::env::current_exe()?.canonicalize()?)
+/// The hook binary: `--hook-path`, else `gpuwarden-hook` next to this binary
+/// (where `cargo build` and the package put it).
+fn hook_binary(given: Option<&std::path::Path>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(absolute(p));
+    }
+    let me = std::env::current_exe()?.canonicalize()?;
+    let hook = me.with_file_name(gpuwarden::hook::HOOK_BINARY);
+    if !hook.is_file() {
+        return Err(format!("{} not found next to {}: install it there, or pass --hook-path", hook.display(), me.display()).into());
+    }
+    Ok(hook)
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use container_device_interface::specs::config::Spec as CncfSpec;
 
 use super::version::{version_newer, PODMAN_43_MAX_VERSION};
-use super::Spec;
+use gpuwarden::cdi::Spec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {

@@ -1,0 +1,38 @@
+//! `gpuwarden inventory`, and the inventory of the commands that take
+//! `--inventory` and `--driver-root`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{GpuSource, Result};
+use gpuwarden::config::Config;
+use gpuwarden::discover::DriverRoot;
+use gpuwarden::inventory::{Inventory, InventorySource, NvmlProbe};
+
+pub fn driver_root(path: &Path) -> Result<DriverRoot> {
+    DriverRoot::new(path).map_err(|e| format!("driver root {}: {e}", path.display()).into())
+}
+
+pub fn load(src: &GpuSource, config: &Config) -> Result<(InventorySource, Inventory)> {
+    let root = driver_root(&src.driver_root)?;
+    let source = InventorySource::choose(src.inventory.as_deref(), config.inventory.as_deref(), &root)?;
+    let inventory = source.load(&NvmlProbe)?;
+    Ok((source, inventory))
+}
+
+pub fn run(args: &super::InventoryArgs, config: &Config) -> Result<ExitCode> {
+    let (_, inv) = load(&args.source, config)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&inv)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("driver {}", inv.driver_version);
+    println!("{:<5} {:<42} {:<28} {:>12} {:>5} {:<17} CC", "INDEX", "UUID", "NAME", "MEMORY", "MINOR", "PCI BUS");
+    for g in &inv.gpus {
+        println!(
+            "{:<5} {:<42} {:<28} {:>12} {:>5} {:<17} {}",
+            g.index, g.uuid, g.name, g.memory_total_bytes.to_string(), g.minor, g.pci_bus_id, g.compute_capability
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

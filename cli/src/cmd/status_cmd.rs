@@ -1,0 +1,40 @@
+//! `gpuwarden status` and `gpuwarden ledger reset`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{now, Result, StatusArgs};
+use gpuwarden::config::Config;
+use gpuwarden::ledger::{LedgerStore, ResetOutcome};
+use gpuwarden::proc::ProcFs;
+
+fn store(state_dir: &Option<PathBuf>, config: &Config) -> LedgerStore {
+    LedgerStore::new(state_dir.as_ref().unwrap_or(&config.state_dir))
+}
+
+pub fn status(args: &StatusArgs, config: &Config) -> Result<ExitCode> {
+    let a = &args.ledger;
+    let inv = gpuwarden::hook::load_inventory(a.inventory.as_deref(), a.driver_root.as_deref(), config)?;
+    let ledger = store(&a.state_dir, config).read()?;
+    let status = gpuwarden::status::gather(&inv, config, &ledger, &ProcFs);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&gpuwarden::status::render_json(&status, now()))?);
+    } else {
+        print!("{}", gpuwarden::status::render_text(&status, now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ledger_reset(state_dir: Option<PathBuf>, force: bool, config: &Config) -> Result<ExitCode> {
+    let store = store(&state_dir, config);
+    let path = store.path();
+    match store.reset(now(), force)? {
+        ResetOutcome::Started => println!("ledger {} started empty (there was none)", path.display()),
+        ResetOutcome::AlreadyEmpty => println!("ledger {} is readable and empty: nothing to reset", path.display()),
+        ResetOutcome::KeptBad(kept) => println!("ledger {} reset; the unreadable one is kept as {}", path.display(), kept.display()),
+        ResetOutcome::KeptDiscarded(kept) => {
+            println!("ledger {} reset; its reservations are discarded and kept in {}", path.display(), kept.display())
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,70 @@
+//! One hook stage: stdin in, the stage's output out, the library in between.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use gpuwarden::config::Config;
+use gpuwarden::hook::{self, HookCall, HookEnv};
+use gpuwarden::ledger::LedgerStore;
+use gpuwarden::proc::ProcFs;
+
+use super::{Options, Stage};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn stdin() -> Result<Vec<u8>> {
+    let mut input = Vec::new();
+    std::io::stdin().read_to_end(&mut input)?;
+    Ok(input)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Options {
+    fn settings(&self) -> std::result::Result<Config, gpuwarden::config::ConfigError> {
+        gpuwarden::config::Config::load_from(self.config.as_deref())
+    }
+
+    /// These options as arguments, for the admission hooks precreate adds.
+    fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut push = |flag: &str, value: Option<String>| {
+            if let Some(v) = value {
+                args.extend([flag.to_string(), v]);
+            }
+        };
+        push("--config", self.config.as_deref().map(|p| gpuwarden::fsutil::absolute(p).display().to_string()));
+        push("--inventory", self.inventory.clone());
+        push("--state-dir", self.state_dir.as_deref().map(|p| gpuwarden::fsutil::absolute(p).display().to_string()));
+        push("--driver-root", self.driver_root.as_deref().map(|p| gpuwarden::fsutil::absolute(p).display().to_string()));
+        args
+    }
+}
+
+pub fn run(stage: Stage) -> Result<()> {
+    match stage {
+        Stage::Precreate(o) => {
+            let me = HookCall { path: std::env::current_exe()?, options: o.to_args() };
+            let out = hook::precreate(&stdin()?, &|| o.settings(), &me)?;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&out)?;
+            stdout.flush()?;
+        }
+        Stage::Admit(o) => {
+            let inventory = |config: &Config| hook::load_inventory(o.inventory.as_deref(), o.driver_root.as_deref(), config);
+            let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, now: now() };
+            hook::admit(&stdin()?, &env)?;
+        }
+        Stage::Release(o) => {
+            let input = stdin()?;
+            let dir = match &o.state_dir {
+                Some(d) => d.clone(),
+                None => o.settings()?.state_dir,
+            };
+            hook::release(&input, &LedgerStore::new(Path::new(&dir)))?;
+        }
+    }
+    Ok(())
+}
