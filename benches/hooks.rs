@@ -1,19 +1,61 @@
-//! The admission hooks: `hook admit` + `hook release` with a ledger of 40
-//! entries against two runs of `/bin/true`, and `podman run` with a profile
-//! device (precreate, admit, release) against the same `podman run` with the
-//! same device nodes and libraries and no gpuwarden hooks.  `cargo bench --bench hooks`
+//! The runtime side's cost, each subject alternating with its baseline in one
+//! run, with the binaries `scripts/build.sh` installs (target/dist):
+//! - `gpuwarden-hook --version` against `/bin/true` (the cost of one exec);
+//! - `admit` + `release` with a ledger of 40 against `/bin/true` twice;
+//! - a container's life in Podman (`podman run -d`, then `podman rm -f`) with
+//!   gpuwarden's three hooks (precreate, admit, release) against the same three
+//!   hooks as `/bin/cat` and `/bin/true`, on the same device and libraries.
+//!
+//! The ledger lives on a tmpfs, as `/run` is on a systemd host; set
+//! GPUWARDEN_BENCH_STATE=DIR to put it elsewhere.  `cargo bench --bench hooks`
 
 #[path = "support/mod.rs"]
 mod support;
 use support::*;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-fn hooks_alone() {
-    let dir = tempfile::Builder::new().prefix("gpuwarden-bench").tempdir_in("/run").unwrap();
-    let state = dir.path().join("state");
+/// A state folder: GPUWARDEN_BENCH_STATE, else a fresh tmpfs (unmounted on drop).
+struct StateDir {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl StateDir {
+    fn new() -> StateDir {
+        if let Ok(base) = std::env::var("GPUWARDEN_BENCH_STATE") {
+            return StateDir { dir: tempfile::Builder::new().prefix("gpuwarden-bench").tempdir_in(base).unwrap(), mounted: false };
+        }
+        let dir = tempfile::Builder::new().prefix("gpuwarden-bench").tempdir().unwrap();
+        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(dir.path()).status().is_ok_and(|s| s.success());
+        StateDir { dir, mounted }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(self.dir.path()).status();
+        }
+    }
+}
+
+fn exec_cost(hook: &str) {
+    compare("gpuwarden-hook --version", 1000, 100, || run(hook, &["--version"], b""), || run("/bin/true", &[], b""), "/bin/true");
+}
+
+fn admit_release(hook: &str) {
+    let state_dir = StateDir::new();
+    let dir = state_dir.path();
+    println!("(ledger on {}, a {} file system)", dir.display(), fs_type(dir));
+    let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
-    let config = dir.path().join("config.toml");
+    let config = dir.join("config.toml");
     std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n[budget]\nreserves = {{}}\n[profiles.tiny]\nthreads = 1\npinned_memory = \"16MiB\"\n", state.display())).unwrap();
     let me = std::process::id();
     let start = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
@@ -26,19 +68,19 @@ fn hooks_alone() {
     std::fs::write(state.join("ledger.json"), serde_json::json!({"version": 1, "reservations": reservations}).to_string()).unwrap();
     let raw = r#"{"process":{"env":["GPUWARDEN_PROFILE=tiny"]},"root":{"path":"rootfs"},"linux":{"devices":[{"path":"/dev/nvidia0","type":"c","major":195,"minor":0}]}}"#;
     let c = config.to_str().unwrap();
-    let out = Command::new(hook_bin()).args(["precreate", "--config", c]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let rewritten = Command::new(hook).args(["precreate", "--config", c]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     use std::io::Write;
-    out.stdin.as_ref().unwrap().write_all(raw.as_bytes()).unwrap();
-    let rewritten = out.wait_with_output().unwrap().stdout;
-    let bundle = dir.path().join("bundle");
+    rewritten.stdin.as_ref().unwrap().write_all(raw.as_bytes()).unwrap();
+    let rewritten = rewritten.wait_with_output().unwrap().stdout;
+    let bundle = dir.join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     std::fs::write(bundle.join("config.json"), rewritten).unwrap();
     let state_json = serde_json::json!({"ociVersion": "1.0.2", "id": "bench0000000000", "status": "creating", "pid": me, "bundle": bundle}).to_string();
     compare(
-        "gpuwarden hook admit + hook release (ledger of 40)",
-        300,
-        20,
-        || run(hook_bin(), &["admit", "--config", c], state_json.as_bytes()) + run(hook_bin(), &["release", "--config", c], state_json.as_bytes()),
+        "gpuwarden-hook admit + release (ledger of 40)",
+        500,
+        50,
+        || run(hook, &["admit", "--config", c], state_json.as_bytes()) + run(hook, &["release", "--config", c], state_json.as_bytes()),
         || run("/bin/true", &[], b"") + run("/bin/true", &[], b""),
         "/bin/true twice",
     );
@@ -46,97 +88,117 @@ fn hooks_alone() {
     assert_eq!(left["reservations"].as_array().unwrap().len(), 40, "every admission was released");
 }
 
-fn podman_start() {
-    if !is_root() {
-        println!("SKIPPED podman run comparison: rootful Podman needs root");
-        return;
-    }
+fn podman_life(cli: &str, hook: &str) {
     let (root, dev) = driver_fixture();
-    // The ledger where it lives by default (/run), with that folder's file system.
-    let base = std::env::var("GPUWARDEN_BENCH_STATE").unwrap_or_else(|_| "/run".into());
-    let dir = tempfile::Builder::new().prefix("gpuwarden-bench").tempdir_in(&base).unwrap();
-    println!("(ledger in {}, a {} file system)", dir.path().display(), fs_type(dir.path()));
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n", dir.path().join("state").display())).unwrap();
+    let state_dir = StateDir::new();
+    let dir = state_dir.path();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n", dir.join("state").display())).unwrap();
     let c = config.to_str().unwrap();
     let (r, d) = (root.to_str().unwrap(), dev.to_str().unwrap());
-    // Two specs: gpuwarden's hooks, and the same hooks with /bin/true (what Podman and runc cost by themselves).
+    // Two specs: gpuwarden's hooks, and the same hooks as /bin/true.
     let specs = ["/var/run/cdi/gpuwarden-bench.yaml", "/var/run/cdi/gpuwarden-bench-trivial.yaml"];
-    run(bin(), &["--config", c, "cdi", "generate", "--driver-root", r, "--dev-root", d, "--class", "gwbench", "--output", specs[0]], b"");
-    run(bin(), &["--config", c, "cdi", "generate", "--driver-root", r, "--dev-root", d, "--class", "gwtrivial", "--hook-path", "/bin/true", "--output", specs[1]], b"");
-    let (with, trivial, without) = (dir.path().join("hooks.d"), dir.path().join("trivial.d"), dir.path().join("empty.d"));
+    run(cli, &["--config", c, "cdi", "generate", "--driver-root", r, "--dev-root", d, "--class", "gwbench", "--hook-path", hook, "--output", specs[0]], b"");
+    run(cli, &["--config", c, "cdi", "generate", "--driver-root", r, "--dev-root", d, "--class", "gwtrivial", "--hook-path", "/bin/true", "--output", specs[1]], b"");
+    let (with, trivial) = (dir.join("hooks.d"), dir.join("trivial.d"));
     std::fs::create_dir_all(&trivial).unwrap();
-    std::fs::create_dir_all(&without).unwrap();
     std::fs::write(trivial.join("cat.json"), r#"{"version":"1.0.0","hook":{"path":"/bin/cat","args":["cat"]},"when":{"always":true},"stages":["precreate"]}"#).unwrap();
-    run(bin(), &["--config", c, "podman", "install-hook", "--hooks-dir", with.to_str().unwrap()], b"");
-    let image = "localhost/gpuwarden-bench-busybox:latest";
-    if !Command::new("podman").args(["image", "exists", image]).status().unwrap().success() {
-        let rootfs = dir.path().join("rootfs/bin");
-        std::fs::create_dir_all(&rootfs).unwrap();
-        std::fs::copy("/bin/busybox", rootfs.join("busybox")).unwrap();
-        std::os::unix::fs::symlink("busybox", rootfs.join("sh")).unwrap();
-        let tar = dir.path().join("bb.tar");
-        assert!(Command::new("tar").arg("-C").arg(dir.path().join("rootfs")).args(["-cf", tar.to_str().unwrap(), "."]).status().unwrap().success());
-        run("podman", &["import", tar.to_str().unwrap(), image], b"");
-    }
+    run(cli, &["--config", c, "podman", "install-hook", "--hooks-dir", with.to_str().unwrap(), "--hook-path", hook], b"");
+    let image = busybox_image();
     let common = ["--runtime", "runc", "run", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--read-only"];
+
+    // The config Podman hands precreate (captured by a precreate hook that copies it).
+    let tee = dir.join("tee.d");
+    std::fs::create_dir_all(&tee).unwrap();
+    let captured = dir.join("podman-config.json");
+    std::fs::write(tee.join("tee.json"), serde_json::json!({"version": "1.0.0", "hook": {"path": "/bin/sh", "args": ["sh", "-c", format!("tee {}", captured.display())]}, "when": {"always": true}, "stages": ["precreate"]}).to_string()).unwrap();
+    let mut a = vec!["--hooks-dir", tee.to_str().unwrap()];
+    a.extend(common);
+    a.extend(["--rm", "--device", "nvidia.com/gwtrivial=comfyui", &image, "sh", "-c", "true"]);
+    run("podman", &a, b"");
+    let config_json = std::fs::read(&captured).unwrap();
+    compare(
+        &format!("gpuwarden-hook precreate on Podman's config ({} KB)", config_json.len() / 1024),
+        500,
+        50,
+        || run(hook, &["precreate", "--config", c], &config_json),
+        || run("/bin/cat", &[], &config_json),
+        "/bin/cat, same input",
+    );
+
     let mut n = 0;
-    // Start: `podman run -d` returns once the workload runs; stop and removal are not timed.
-    let mut start = |hooks: &std::path::Path, device: &str| {
+    // One container's life: start (precreate, admit), then removal (release).
+    let mut life = |hooks: &Path, device: &str| -> (Duration, Duration) {
         n += 1;
         let name = format!("gwbench-{}-{n}", std::process::id());
-        let mut a = vec!["--hooks-dir", hooks.to_str().unwrap()];
-        a.extend(common);
-        a.extend(["-d", "--name", &name, "--device", device, image, "sh", "-c", "true"]);
-        let took = run("podman", &a, b"");
-        run("podman", &["wait", &name], b"");
-        run("podman", &["rm", &name], b"");
-        took
+        let h = hooks.to_str().unwrap();
+        let mut args = vec!["--hooks-dir", h];
+        args.extend(common);
+        args.extend(["-d", "--name", &name, "--device", device, &image, "sleep", "600"]);
+        let start = run("podman", &args, b"");
+        let t = Instant::now();
+        run("podman", &["--hooks-dir", h, "rm", "-f", "-t", "0", &name], b"");
+        (start, t.elapsed())
     };
-    let rounds = 40;
-    let mut times: [Vec<std::time::Duration>; 3] = Default::default();
-    for i in 0..rounds + 3 {
-        let t = [start(&with, "nvidia.com/gwbench=comfyui"), start(&trivial, "nvidia.com/gwtrivial=comfyui"), start(&without, "nvidia.com/gwbench=0")];
-        if i >= 3 {
-            for (k, v) in t.into_iter().enumerate() {
-                times[k].push(v);
-            }
+    let rounds = 200;
+    let (mut g, mut t) = (Vec::new(), Vec::new());
+    for i in 0..rounds + 5 {
+        let a = life(&with, "nvidia.com/gwbench=comfyui");
+        let b = life(&trivial, "nvidia.com/gwtrivial=comfyui");
+        if i >= 5 {
+            g.push(a);
+            t.push(b);
         }
     }
-    let [g, t, b] = times.map(stats);
-    println!("podman run -d (container start): {rounds} runs each, interleaved");
-    for (label, s) in [("gpuwarden hooks (precreate, admit)", &g), ("same hooks as /bin/cat, /bin/true", &t), ("no hooks, same device nodes and libraries", &b)] {
-        println!("  {label:<44} median {:>10}  p10 {:>10}  p90 {:>10}", ms(s.median), ms(s.p10), ms(s.p90));
+    println!("podman run -d, then podman rm -f: {rounds} lives each, alternating; gpuwarden's hooks against /bin/cat, /bin/true, /bin/true");
+    let parts: [(&str, fn(&(Duration, Duration)) -> Duration); 3] =
+        [("start (precreate, admit)", |x| x.0), ("removal (release)", |x| x.1), ("whole life (three hooks)", |x| x.0 + x.1)];
+    for (what, part) in parts {
+        let (a, b): (Vec<Duration>, Vec<Duration>) = (g.iter().map(part).collect(), t.iter().map(part).collect());
+        let (d, lo, hi) = paired_difference(&a, &b);
+        let (sa, sb) = (stats(a), stats(b));
+        println!(
+            "  {what:<26} gpuwarden median {:>10}  trivial hooks {:>10}  gpuwarden's own part (median of paired differences) {d:+.2} ms, 95% interval {lo:+.2} to {hi:+.2} ms",
+            ms(sa.median),
+            ms(sb.median)
+        );
     }
-    let pct = |a: &Stats| (a.median.as_secs_f64() / b.median.as_secs_f64() - 1.0) * 100.0;
-    println!("  added to a start: gpuwarden {:+.1}% ({}), of which Podman and runc running hooks {:+.1}%", pct(&g), ms(g.median.saturating_sub(b.median)), pct(&t));
-    // The whole life of a container that exits at once, release (poststop) included.
-    let full = |hooks: &std::path::Path, device: &str| {
-        let mut a = vec!["--hooks-dir", hooks.to_str().unwrap()];
-        a.extend(common);
-        a.extend(["--rm", "--device", device, image, "sh", "-c", "true"]);
-        run("podman", &a, b"")
-    };
-    compare(
-        "podman run --rm (start to removal)",
-        rounds,
-        3,
-        || full(&with, "nvidia.com/gwbench=comfyui"),
-        || full(&without, "nvidia.com/gwbench=0"),
-        "same run, no gpuwarden hooks",
-    );
     for s in specs {
         let _ = std::fs::remove_file(s);
     }
 }
 
+fn busybox_image() -> String {
+    let image = "localhost/gpuwarden-bench-busybox:latest";
+    if !Command::new("podman").args(["image", "exists", image]).status().unwrap().success() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs/bin");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("busybox")).unwrap();
+        for applet in ["sh", "sleep"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join(applet)).unwrap();
+        }
+        let tar = dir.path().join("bb.tar");
+        assert!(Command::new("tar").arg("-C").arg(dir.path().join("rootfs")).args(["-cf", tar.to_str().unwrap(), "."]).status().unwrap().success());
+        run("podman", &["import", tar.to_str().unwrap(), image], b"");
+    }
+    image.to_string()
+}
+
 /// The type of the file system holding `path`, as `stat -f` names it.
-fn fs_type(path: &std::path::Path) -> String {
+fn fs_type(path: &Path) -> String {
     let o = Command::new("stat").args(["-f", "-c", "%T"]).arg(path).output().unwrap();
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 fn main() {
-    hooks_alone();
-    podman_start();
+    let (cli, hook): (PathBuf, PathBuf) = dist_bins();
+    let (cli, hook) = (cli.to_str().unwrap(), hook.to_str().unwrap());
+    exec_cost(hook);
+    if !is_root() {
+        println!("SKIPPED admit/release and podman: the tmpfs, mknod and rootful Podman need root");
+        return;
+    }
+    admit_release(hook);
+    podman_life(cli, hook);
 }

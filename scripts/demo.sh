@@ -3,14 +3,19 @@
 # GPU needed), write the CDI spec for NVIDIA's real 535.261.03 userspace, then
 # let Podman share the GPU under gpuwarden's budget: a Blender render is
 # admitted, a ComfyUI worker refused with the numbers, the render stops and
-# its share returns, two workers are admitted and a third refused.
+# its share returns, two workers are admitted and a third refused, and a
+# worker that asks for more than its profile is refused with the reason.
 # Leaves the host as it found it (spec, hooks and containers are removed).
 set -eu
 cd "$(dirname "$0")/.."
+say() { printf '\033[1m%s\033[0m\n' "$*"; }
+say "Setting up (Podman, runc, busybox, Debian's non-free archive; quick once done)"
 scripts/setup.sh
-cargo build --release --locked -q
-BIN=$PWD/target/release/gpuwarden
+say "Building gpuwarden and gpuwarden-hook (the first build takes a few minutes)"
+scripts/build.sh
+BIN=$PWD/target/dist/gpuwarden
 FIX=$PWD/target/fixtures/driver-535.261.03
+[ -f "$FIX/.complete" ] || say "Downloading NVIDIA's 535.261.03 userspace packages into $FIX (about 200 MB, once)"
 scripts/driver-root.sh "$FIX"
 
 WORK=$(mktemp -d /tmp/gpuwarden-demo.XXXXXX)
@@ -41,15 +46,16 @@ system = "512MiB"
 EOC
 GW="$BIN --config $WORK/config.toml"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { # run NAME PROFILE: start a sleeping container with a profile device
-  podman --runtime runc --hooks-dir "$WORK/hooks.d" run -d --name "$1" --network none \
-    --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --device "nvidia.com/gpu=$2" \
-    --annotation "gpuwarden.io/name=${1#gw-demo-}" \
+run() { # run NAME PROFILE [PODMAN-ARGS...]: start a sleeping container with a profile device
+  name=$1 profile=$2; shift 2
+  podman --runtime runc --hooks-dir "$WORK/hooks.d" run -d --name "$name" --network none \
+    --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --device "nvidia.com/gpu=$profile" \
+    --annotation "gpuwarden.io/name=${name#gw-demo-}" "$@" \
     localhost/gpuwarden-demo-busybox:latest sh -c 'sleep 600' 2>"$WORK/err" >/dev/null
 }
-admitted() { run "$1" "$2" || { cat "$WORK/err"; echo "demo: $1 should have been admitted" >&2; exit 1; }; echo "$1 ($2): admitted"; }
+admitted() { run "$@" || { cat "$WORK/err"; echo "demo: $1 should have been admitted" >&2; exit 1; }; echo "$1 ($2): admitted"; }
 refused() {
-  if run "$1" "$2"; then echo "demo: $1 should have been refused" >&2; exit 1; fi
+  if run "$@"; then echo "demo: $1 should have been refused" >&2; exit 1; fi
   grep -q 'gpuwarden: refused' "$WORK/err" || { cat "$WORK/err"; echo "demo: $1 failed, but not by gpuwarden's refusal" >&2; exit 1; }
   echo "$1 ($2): $(grep -o 'gpuwarden: .*' "$WORK/err")"
 }
@@ -57,9 +63,8 @@ refused() {
 step "The GPU (gpuwarden inventory --inventory builtin:rtx4070)"
 $GW inventory
 
-step "The CDI spec for NVIDIA's 535.261.03 packages (gpuwarden cdi generate --output -)"
-$GW cdi generate --driver-root "$FIX/root" --dev-root "$FIX/dev" --output -
-$GW cdi generate --driver-root "$FIX/root" --dev-root "$FIX/dev" --output "$SPEC"
+step "The CDI spec for NVIDIA's 535.261.03 packages (gpuwarden cdi generate)"
+$GW cdi generate --driver-root "$FIX/root" --dev-root "$FIX" --output "$SPEC"
 $GW cdi validate "$SPEC"
 $GW podman install-hook --hooks-dir "$WORK/hooks.d"
 
@@ -81,3 +86,8 @@ admitted gw-demo-comfy1 comfyui
 admitted gw-demo-comfy2 comfyui
 refused gw-demo-comfy3 comfyui
 $GW status
+
+step "A worker asks for 60% of the SMs, more than its profile allows (--annotation gpuwarden.io/threads=60)"
+podman rm -f -t 0 gw-demo-comfy3 >/dev/null
+refused gw-demo-comfy3 comfyui --annotation gpuwarden.io/threads=60
+echo "(the precreate hook found it; Podman drops a precreate hook's output, so admission said it)"

@@ -135,14 +135,17 @@ fn a_torn_ledger_closes_admission_until_reset() {
 }
 
 #[test]
-fn hooks_never_take_their_inventory_from_stdin_or_a_missing_driver_root() {
+fn hooks_take_their_gpus_from_a_file_never_from_stdin_or_nvml() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("state");
     let state = conforming_container(dir.path());
     let o = hook(&["admit", "--state-dir", s.to_str().unwrap(), "--inventory", "-"], state.as_bytes());
     assert_one_line_error(&o, "hooks read the OCI state on stdin");
-    let o = hook(&["admit", "--state-dir", s.to_str().unwrap(), "--driver-root", "/nonexistent/driver"], state.as_bytes());
-    assert_one_line_error(&o, "driver root /nonexistent/driver");
+    let o = hook(&["admit", "--state-dir", s.to_str().unwrap(), "--inventory", "nvml"], state.as_bytes());
+    assert_one_line_error(&o, "the hooks do not load NVML");
+    let empty = write(dir.path(), "empty.toml", "");
+    let o = hook(&["admit", "--config", &empty, "--state-dir", s.to_str().unwrap()], state.as_bytes());
+    assert_one_line_error(&o, "the hooks read the GPUs from the one `gpuwarden cdi generate` writes (/var/lib/gpuwarden/inventory.json)");
     assert!(!s.exists(), "no state was created");
 }
 

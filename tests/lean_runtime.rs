@@ -46,3 +46,32 @@ fn the_linked_hook_binary_holds_none_of_that_code() {
     }
     assert!(has(bin(), b"aws_lc") && has(bin(), b"reqwest::"), "the admin CLI links aws-lc and reqwest (what the hook binary must not)");
 }
+
+/// Whether the ELF file at `path` asks for a program interpreter (PT_INTERP),
+/// that is, whether it is linked dynamically.
+fn has_interpreter(path: &std::path::Path) -> bool {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..5], b"\x7fELF\x02", "{} is a 64-bit ELF", path.display());
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| u32::from_le_bytes(b[phoff + i * size..phoff + i * size + 4].try_into().unwrap()) == 3)
+}
+
+#[test]
+fn the_installed_hook_binary_is_static_and_holds_no_driver_loading_code() {
+    // What gets installed is what scripts/build.sh makes (the README's commands run it).
+    let st = Command::new(repo().join("scripts/build.sh")).status().expect("scripts/build.sh runs");
+    assert!(st.success(), "scripts/build.sh failed");
+    let (cli, hook) = (repo().join("target/dist/gpuwarden"), repo().join("target/dist/gpuwarden-hook"));
+    assert!(!has_interpreter(&hook), "{} is linked dynamically", hook.display());
+    assert!(has_interpreter(&cli), "the admin CLI loads NVML, so it is linked dynamically (and the check can tell)");
+    let bytes = std::fs::read(&hook).unwrap();
+    // NVML entry points are looked up by name when it is loaded.
+    for needle in [&b"nvmlInit"[..], b"libloading"] {
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the hook holds {}", String::from_utf8_lossy(needle));
+    }
+    assert!(std::fs::read(&cli).unwrap().windows(8).any(|w| w == b"nvmlInit"), "the CLI loads NVML (and the check can tell)");
+    let o = Command::new(&hook).arg("--version").output().unwrap();
+    assert!(o.status.success() && stdout(&o).starts_with("gpuwarden-hook "), "{}", stdout(&o));
+}

@@ -85,3 +85,36 @@ pub fn driver_fixture() -> (PathBuf, PathBuf) {
     // The dev root holds dev/, as nvidia-ctk's --dev-root does.
     (out.join("root"), out)
 }
+
+/// The binaries `scripts/build.sh` makes for installing (the static hook
+/// among them), built first if needed.
+pub fn dist_bins() -> (PathBuf, PathBuf) {
+    let st = Command::new(repo().join("scripts/build.sh")).status().unwrap();
+    assert!(st.success(), "scripts/build.sh failed");
+    (repo().join("target/dist/gpuwarden"), repo().join("target/dist/gpuwarden-hook"))
+}
+
+/// The median of the paired differences `a[i] - b[i]` in milliseconds, with a
+/// 95% bootstrap interval: pairing takes out the machine's drift between rounds.
+pub fn paired_difference(a: &[Duration], b: &[Duration]) -> (f64, f64, f64) {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x.as_secs_f64() - y.as_secs_f64()) * 1000.0).collect();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v[v.len() / 2]
+    };
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| {
+            let mut sample: Vec<f64> = (0..d.len()).map(|_| d[(next() % d.len() as u64) as usize]).collect();
+            median(&mut sample)
+        })
+        .collect();
+    medians.sort_by(|x, y| x.total_cmp(y));
+    (median(&mut d.clone()), medians[50], medians[1949])
+}

@@ -40,15 +40,13 @@ struct Options {
     /// Configuration file (budget, profiles). A missing default file means built-in defaults.
     #[arg(long, value_name = "FILE", env = "GPUWARDEN_CONFIG")]
     config: Option<PathBuf>,
-    /// GPU inventory instead of NVML: a JSON file as `gpuwarden inventory --json` prints, or builtin:NAME.
+    /// The GPUs: the inventory file `gpuwarden cdi generate` writes, or builtin:NAME
+    /// (default: the configuration's). The hooks never load NVML.
     #[arg(long, value_name = "FILE|builtin:NAME")]
     inventory: Option<String>,
     /// State folder holding the ledger (default: the configuration's, /run/gpuwarden).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Folder holding the driver (NVML is loaded from there).
-    #[arg(long, value_name = "DIR")]
-    driver_root: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {

@@ -38,7 +38,6 @@ impl Options {
         push("--config", self.config.as_deref().map(|p| gpuwarden::fsutil::absolute(p).display().to_string()));
         push("--inventory", self.inventory.clone());
         push("--state-dir", self.state_dir.as_deref().map(|p| gpuwarden::fsutil::absolute(p).display().to_string()));
-        push("--driver-root", self.driver_root.as_deref().map(|p| gpuwarden::fsutil::absolute(p).display().to_string()));
         args
     }
 }
@@ -53,7 +52,7 @@ pub fn run(stage: Stage) -> Result<()> {
             stdout.flush()?;
         }
         Stage::Admit(o) => {
-            let inventory = |config: &Config| hook::load_inventory(o.inventory.as_deref(), o.driver_root.as_deref(), config);
+            let inventory = |config: &Config| hook::load_inventory(o.inventory.as_deref(), config);
             let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, now: now() };
             hook::admit(&stdin()?, &env)?;
         }

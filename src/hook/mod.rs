@@ -19,8 +19,7 @@ pub use precreate::{precreate, PrecreateError};
 pub use release::{release, ReleaseError};
 
 use crate::config::Config;
-use crate::discover::DriverRoot;
-use crate::inventory::{Inventory, InventoryError, InventorySource, NvmlError, NvmlProbe};
+use crate::inventory::{Inventory, InventoryError, InventorySource, NvmlError};
 use crate::oci::ContainerConfig;
 
 /// Where precreate leaves the reason it could not apply a profile, for
@@ -83,17 +82,44 @@ fn container_name(state: &crate::oci::HookState, cfg: &ContainerConfig) -> Optio
         .map(str::to_owned)
 }
 
-/// The inventory as hooks and `status` see it: `--inventory`, else the
-/// configuration's, else NVML (from `driver_root` when given); never stdin,
-/// which holds the OCI state.
-pub fn load_inventory(named: Option<&str>, driver_root: Option<&Path>, config: &Config) -> Result<Inventory, InventoryError> {
-    let root = driver_root.unwrap_or(Path::new("/"));
-    let root = DriverRoot::new(root).map_err(|e| NvmlError::LibraryMissing { detail: format!("driver root {}: {e}", root.display()) })?;
-    let source = InventorySource::choose(named, config.inventory.as_deref(), &root)?;
-    if source == InventorySource::File("-".into()) {
-        return Err(InventoryError::Invalid { origin: "-".into(), why: "hooks read the OCI state on stdin: name an inventory file".into() });
+/// Where `cdi generate` leaves the inventory it found through NVML, for the
+/// hooks: they never load NVML themselves (a static binary cannot dlopen it,
+/// NVML's start costs more than a whole admission, and admission must map
+/// `/dev/nvidiaN` to the GPUs the spec was made for).
+pub const INVENTORY_SNAPSHOT: &str = "/var/lib/gpuwarden/inventory.json";
+
+/// The inventory as the hooks see it: `--inventory`, else the
+/// configuration's; a file or a built-in, never NVML and never stdin.
+pub fn load_inventory(named: Option<&str>, config: &Config) -> Result<Inventory, InventoryError> {
+    let Some(name) = named.or(config.inventory.as_deref()) else {
+        return Err(InventoryError::Invalid {
+            origin: "hook".into(),
+            why: format!(
+                "no inventory file given: the hooks read the GPUs from the one `gpuwarden cdi generate` writes ({INVENTORY_SNAPSHOT}) and names in the spec; generate the spec again, or set inventory in config.toml"
+            ),
+        });
+    };
+    let source: InventorySource = name.parse().unwrap_or_else(|e: std::convert::Infallible| match e {});
+    match source {
+        InventorySource::File(p) if p.as_os_str() == "-" => {
+            Err(InventoryError::Invalid { origin: "-".into(), why: "hooks read the OCI state on stdin: name an inventory file".into() })
+        }
+        InventorySource::Nvml { .. } => Err(InventoryError::Invalid {
+            origin: "nvml".into(),
+            why: format!("the hooks do not load NVML: name the inventory file `gpuwarden cdi generate` writes ({INVENTORY_SNAPSHOT})"),
+        }),
+        other => other.load(&NoProbe),
     }
-    source.load(&NvmlProbe)
+}
+
+/// The hooks' stand-in for NVML, never reached: `load_inventory` answers an
+/// NVML source before loading.
+struct NoProbe;
+
+impl crate::inventory::GpuProbe for NoProbe {
+    fn probe(&self, _: Option<&Path>) -> Result<Inventory, NvmlError> {
+        Err(NvmlError::LibraryMissing { detail: "the hooks do not load NVML".into() })
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +139,18 @@ mod tests {
         let admit = cfg.hooks(ADMIT_STAGE);
         assert_eq!(admit, [("/usr/libexec/gpuwarden/gpuwarden-hook", vec!["gpuwarden-hook", "admit", "--config", "/etc/g.toml"])]);
         assert_eq!(cfg.hooks(RELEASE_STAGE)[0].1, ["gpuwarden-hook", "release", "--config", "/etc/g.toml"]);
+    }
+
+    #[test]
+    fn hooks_take_their_gpus_from_a_file_or_a_builtin_never_nvml_or_stdin() {
+        let c = Config::default();
+        assert_eq!(load_inventory(Some("builtin:rtx4070"), &c).unwrap().gpus.len(), 1);
+        let e = load_inventory(None, &c).unwrap_err().to_string();
+        assert!(e.contains("gpuwarden cdi generate") && e.contains(INVENTORY_SNAPSHOT), "{e}");
+        assert!(load_inventory(Some("nvml"), &c).unwrap_err().to_string().contains("do not load NVML"));
+        assert!(load_inventory(Some("-"), &c).unwrap_err().to_string().contains("OCI state on stdin"));
+        let from_config = Config::parse("inventory = \"builtin:rtx4070\"\n", Path::new("c")).unwrap();
+        assert!(load_inventory(None, &from_config).is_ok());
     }
 
     #[test]

@@ -13,23 +13,24 @@ use gpuwarden::discover::{discover, Roots};
 use gpuwarden::inventory::InventorySource;
 
 /// The options after `admit|release` that make the hooks see what the
-/// generator saw: the same configuration, inventory, driver root and state folder.
-fn hook_args(args: &GenerateArgs, source: &InventorySource, config_file: Option<&Path>) -> Result<Vec<String>> {
+/// generator saw: the same configuration, GPUs and state folder. GPUs found
+/// through NVML are handed over as a file (`snapshot`), since the hooks never
+/// load NVML.
+fn hook_args(args: &GenerateArgs, source: &InventorySource, snapshot: Option<&Path>, config_file: Option<&Path>) -> Result<Vec<String>> {
     let mut extra = Vec::new();
     if let Some(c) = config_file {
         extra.extend(["--config".to_string(), absolute(c).display().to_string()]);
     }
-    if args.source.inventory.is_some() {
-        let named = match source {
-            InventorySource::File(p) if p.as_os_str() == "-" => {
-                return Err("the hooks cannot read an inventory from stdin: write it to a file and pass --inventory FILE".into());
-            }
-            other => other.to_string(),
-        };
+    let named = match (source, snapshot) {
+        (InventorySource::File(p), _) if p.as_os_str() == "-" => {
+            return Err("the hooks cannot read an inventory from stdin: write it to a file and pass --inventory FILE".into());
+        }
+        (InventorySource::Nvml { .. }, Some(file)) => Some(absolute(file).display().to_string()),
+        _ if args.source.inventory.is_some() => Some(source.to_string()),
+        _ => None,
+    };
+    if let Some(named) = named {
         extra.extend(["--inventory".to_string(), named]);
-    }
-    if args.source.driver_root != Path::new("/") {
-        extra.extend(["--driver-root".to_string(), absolute(&args.source.driver_root).display().to_string()]);
     }
     if let Some(dir) = &args.state_dir {
         extra.extend(["--state-dir".to_string(), absolute(dir).display().to_string()]);
@@ -47,9 +48,13 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
     let roots = Roots { driver: root, dev: absolute(&args.dev_root).join("dev") };
     let discovery = discover(&roots, &inventory, &config.mps.pipe_directory)?;
     let kind = Kind::new(&args.vendor, &args.class)?;
+    let nvml = matches!(source, InventorySource::Nvml { .. });
     let hooks = match args.no_hooks {
         true => None,
-        false => Some(HookCall { path: super::hook_binary(args.hook_path.as_deref())?, options: hook_args(args, &source, config_file)? }),
+        false => {
+            let snapshot = nvml.then_some(args.inventory_file.as_path());
+            Some(HookCall { path: super::hook_binary(args.hook_path.as_deref())?, options: hook_args(args, &source, snapshot, config_file)? })
+        }
     };
     let profiles = config.profile_names();
     let mut spec = build_spec(&SpecInput { kind: &kind, inventory: &inventory, discovery: &discovery, profiles: &profiles, hooks: hooks.as_ref() });
@@ -58,6 +63,9 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
     if args.output == Path::new("-") {
         print!("{}", cdi::render(&spec, format));
     } else {
+        if nvml && !args.no_hooks {
+            write_inventory(&inventory, &args.inventory_file)?;
+        }
         cdi::install(&spec, format, &args.output, &args.cdi_dirs)?;
         print!("{}", summary(&spec, &discovery, &args.output));
     }
@@ -69,6 +77,17 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the inventory NVML gave, for the hooks, atomically (0644).
+fn write_inventory(inventory: &gpuwarden::inventory::Inventory, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut text = serde_json::to_vec_pretty(inventory)?;
+    text.push(b'\n');
+    gpuwarden::fsutil::write_atomic(path, &text, 0o644)?;
+    Ok(())
 }
 
 /// What `generate` wrote, in a few lines: each device with its own nodes and
@@ -155,4 +174,40 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::{CdiCommand, Cli, Command};
+    use clap::Parser;
+
+    fn generate_args(extra: &[&str]) -> GenerateArgs {
+        let cli = Cli::try_parse_from(["gpuwarden", "cdi", "generate"].iter().chain(extra)).unwrap();
+        match cli.command {
+            Command::Cdi(CdiCommand::Generate(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn gpus_from_nvml_reach_the_hooks_as_the_file_generate_writes() {
+        let args = generate_args(&[]);
+        let nvml = InventorySource::Nvml { library: None };
+        let opts = hook_args(&args, &nvml, Some(Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT)), None).unwrap();
+        assert_eq!(opts, ["--inventory", gpuwarden::hook::INVENTORY_SNAPSHOT]);
+        assert_eq!(args.inventory_file, Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT), "written there by default");
+    }
+
+    #[test]
+    fn a_named_inventory_config_and_state_folder_pass_to_the_hooks() {
+        let args = generate_args(&["--inventory", "builtin:rtx4070", "--state-dir", "/srv/state"]);
+        let opts = hook_args(&args, &InventorySource::Builtin("rtx4070".into()), None, Some(Path::new("/etc/g.toml"))).unwrap();
+        assert_eq!(opts, ["--config", "/etc/g.toml", "--inventory", "builtin:rtx4070", "--state-dir", "/srv/state"]);
+        // From config.toml: the hooks read the same file, so nothing is added.
+        let opts = hook_args(&generate_args(&[]), &InventorySource::Builtin("rtx4070".into()), None, None).unwrap();
+        assert!(opts.is_empty(), "{opts:?}");
+        let e = hook_args(&generate_args(&["--inventory", "-"]), &InventorySource::File("-".into()), None, None).unwrap_err();
+        assert!(e.to_string().contains("cannot read an inventory from stdin"), "{e}");
+    }
 }

@@ -12,7 +12,7 @@ pub fn show(named: Option<&Path>) -> Result<ExitCode> {
     println!("# {origin}");
     print!("{}", config.to_toml());
     // The reserves are checked against the GPUs when they can be known.
-    match gpuwarden::hook::load_inventory(None, None, &config) {
+    match super::inventory_cmd::for_status(None, None, &config) {
         Ok(inventory) => {
             let problems = gpuwarden::budget::reserve_problems(&inventory, &config.budget);
             for p in &problems {
@@ -22,7 +22,7 @@ pub fn show(named: Option<&Path>) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Err(e) => tracing::info!("reserves not checked against the GPUs: {}", gpuwarden::text::one_line(&e)),
+        Err(e) => tracing::info!("reserves not checked against the GPUs: {}", gpuwarden::text::one_line(e.as_ref())),
     }
     Ok(ExitCode::SUCCESS)
 }

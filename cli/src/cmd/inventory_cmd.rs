@@ -20,6 +20,16 @@ pub fn load(src: &GpuSource, config: &Config) -> Result<(InventorySource, Invent
     Ok((source, inventory))
 }
 
+/// The GPUs as `status` and `config show` see them: what the hooks see
+/// (`--inventory`, the configuration's, or the file `cdi generate` wrote),
+/// else NVML.
+pub fn for_status(named: Option<&str>, root: Option<&Path>, config: &Config) -> Result<Inventory> {
+    let snapshot = Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT);
+    let named = named.or(config.inventory.as_deref()).or_else(|| snapshot.is_file().then(|| gpuwarden::hook::INVENTORY_SNAPSHOT));
+    let root = driver_root(root.unwrap_or(Path::new("/")))?;
+    Ok(InventorySource::choose(named, None, &root)?.load(&NvmlProbe)?)
+}
+
 pub fn run(args: &super::InventoryArgs, config: &Config) -> Result<ExitCode> {
     let (_, inv) = load(&args.source, config)?;
     if args.json {

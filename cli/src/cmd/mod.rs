@@ -121,6 +121,9 @@ pub struct GenerateArgs {
     /// The hook binary the runtime runs (default: gpuwarden-hook next to this binary).
     #[arg(long, value_name = "PATH")]
     pub hook_path: Option<PathBuf>,
+    /// Where to write the GPUs NVML found, for the hooks (which never load NVML).
+    #[arg(long, value_name = "FILE", default_value = gpuwarden::hook::INVENTORY_SNAPSHOT)]
+    pub inventory_file: PathBuf,
     /// State folder the admission hooks use (default: the configuration's, /run/gpuwarden).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

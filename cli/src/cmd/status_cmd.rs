@@ -14,7 +14,7 @@ fn store(state_dir: &Option<PathBuf>, config: &Config) -> LedgerStore {
 
 pub fn status(args: &StatusArgs, config: &Config) -> Result<ExitCode> {
     let a = &args.ledger;
-    let inv = gpuwarden::hook::load_inventory(a.inventory.as_deref(), a.driver_root.as_deref(), config)?;
+    let inv = super::inventory_cmd::for_status(a.inventory.as_deref(), a.driver_root.as_deref(), config)?;
     let ledger = store(&a.state_dir, config).read()?;
     let status = gpuwarden::status::gather(&inv, config, &ledger, &ProcFs);
     if args.json {
