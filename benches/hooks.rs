@@ -151,7 +151,8 @@ fn podman_life(cli: &str, hook: &str) {
         }
     }
     println!("podman run -d, then podman rm -f: {rounds} lives each, alternating; gpuwarden's hooks against /bin/cat, /bin/true, /bin/true");
-    let parts: [(&str, fn(&(Duration, Duration)) -> Duration); 3] =
+    type Part = fn(&(Duration, Duration)) -> Duration;
+    let parts: [(&str, Part); 3] =
         [("start (precreate, admit)", |x| x.0), ("removal (release)", |x| x.1), ("whole life (three hooks)", |x| x.0 + x.1)];
     for (what, part) in parts {
         let (a, b): (Vec<Duration>, Vec<Duration>) = (g.iter().map(part).collect(), t.iter().map(part).collect());

@@ -66,8 +66,9 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     let cfg = ContainerConfig::from_bundle(state.bundle()?)?;
     let id = state.short_id().to_string();
     if let Some(reason) = cfg.annotation(REFUSAL_ANNOTATION) {
+        let label = super::container_name(&state, &cfg).map_or_else(|| id.clone(), |n| format!("{id} {n}"));
         let profile = cfg.profile_name().ok().flatten().map_or_else(String::new, |p| format!(" ({p})"));
-        return Err(AdmitError::Precreate { id, profile, reason: reason.to_string() });
+        return Err(AdmitError::Precreate { id: label, profile, reason: reason.to_string() });
     }
     let Some(named) = cfg.profile_name().map_err(|e| AdmitError::Profile { id: id.clone(), source: RewriteError::TwoProfiles(e) })? else {
         tracing::debug!("{id} has no gpuwarden profile: nothing to admit");
@@ -200,6 +201,10 @@ mod tests {
         std::fs::write(bundle.join("config.json"), cfg.to_json()).unwrap();
         let e = w.admit_bundle("comfy1000000bb", &bundle, 11).unwrap_err().to_string();
         assert_eq!(e, "refused comfy1000000 (comfyui): annotation gpuwarden.io/threads asks 60%, more than profile comfyui allows (25%)");
+        cfg.set_annotation("gpuwarden.io/name", "comfy-3");
+        std::fs::write(bundle.join("config.json"), cfg.to_json()).unwrap();
+        let e = w.admit_bundle("comfy1000000bb", &bundle, 11).unwrap_err().to_string();
+        assert!(e.starts_with("refused comfy1000000 comfy-3 (comfyui): annotation"), "named as in budget refusals: {e}");
         assert!(!w.store.path().exists(), "a refusal changes no state");
     }
 

@@ -25,7 +25,7 @@ pub fn load(src: &GpuSource, config: &Config) -> Result<(InventorySource, Invent
 /// else NVML.
 pub fn for_status(named: Option<&str>, root: Option<&Path>, config: &Config) -> Result<Inventory> {
     let snapshot = Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT);
-    let named = named.or(config.inventory.as_deref()).or_else(|| snapshot.is_file().then(|| gpuwarden::hook::INVENTORY_SNAPSHOT));
+    let named = named.or(config.inventory.as_deref()).or_else(|| snapshot.is_file().then_some(gpuwarden::hook::INVENTORY_SNAPSHOT));
     let root = driver_root(root.unwrap_or(Path::new("/")))?;
     Ok(InventorySource::choose(named, None, &root)?.load(&NvmlProbe)?)
 }
