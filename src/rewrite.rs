@@ -119,7 +119,7 @@ mod tests {
         assert_eq!(apply_profile(&mut cfg, &Config::default()).unwrap().as_deref(), Some("comfyui"));
         assert_eq!(cfg.env(mps::THREADS_ENV), Some("25"));
         assert_eq!(cfg.env(mps::PINNED_ENV), Some("0=3G"));
-        assert_eq!(cfg.env(mps::PIPE_ENV), Some("/tmp/nvidia-mps"));
+        assert_eq!(cfg.env(mps::PIPE_ENV), Some("/run/gpuwarden/mps/pipe"));
         assert!(cfg.root_readonly() && cfg.no_new_privileges());
         assert!(cfg.capability_sets().iter().all(|(_, caps)| caps.is_empty()), "{:?}", cfg.capability_sets());
     }

@@ -133,34 +133,41 @@ fn a_conflicting_nvidia_ctk_spec_is_named_with_the_way_out() {
 }
 
 #[test]
-fn the_mps_pipe_directory_is_mounted_when_present_and_its_absence_is_said() {
-    require_root!("the_mps_pipe_directory_is_mounted_when_present_and_its_absence_is_said");
+fn profile_devices_always_carry_the_mps_folders_and_generate_makes_them() {
+    require_root!("profile_devices_always_carry_the_mps_folders_and_generate_makes_them");
     let dir = tempfile::tempdir().unwrap();
-    let pipe = dir.path().join("mps-pipe");
-    std::fs::create_dir(&pipe).unwrap();
-    let config = write(dir.path(), "config.toml", &format!("[mps]\npipe_directory = \"{}\"\n", pipe.display()));
+    let (pipe, shm) = (dir.path().join("mps/pipe"), dir.path().join("mps/shm"));
+    let config = write(
+        dir.path(),
+        "config.toml",
+        &format!("[mps]\npipe_directory = \"{}\"\nlog_directory = \"{}\"\nshm_directory = \"{}\"\n", pipe.display(), dir.path().join("mps/log").display(), shm.display()),
+    );
     let f = driver_fixture();
-    let args = |cfg: &str| -> Vec<String> {
-        ["--config", cfg, "cdi", "generate", "--inventory", "builtin:rtx4070", "--driver-root", f.root.to_str().unwrap(), "--dev-root", f.dev.to_str().unwrap(), "--output", "-", "--format", "json"]
-            .map(String::from)
-            .to_vec()
-    };
-    let run = |cfg: &str| {
-        let a = args(cfg);
-        gpuwarden(&a.iter().map(String::as_str).collect::<Vec<_>>(), b"")
-    };
-    let o = run(&config);
-    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
-    let spec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let mount = spec["containerEdits"]["mounts"].as_array().unwrap().iter().find(|m| m["containerPath"] == pipe.to_str().unwrap()).expect("pipe directory mounted");
-    assert_eq!(mount["hostPath"], pipe.to_str().unwrap());
-    assert_eq!(mount["options"][0], "rw");
-    std::fs::remove_dir(&pipe).unwrap();
-    let o = run(&config);
+    let (r, d) = (f.root.to_str().unwrap(), f.dev.to_str().unwrap());
+    // Printed with none of the folders there: the mounts are in the spec all the same.
+    let o = gpuwarden(&["--config", &config, "cdi", "generate", "--inventory", "builtin:rtx4070", "--driver-root", r, "--dev-root", d, "--output", "-", "--format", "json"], b"");
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("MPS pipe directory") && stderr(&o).contains("is absent"), "{}", stderr(&o));
+    assert!(!pipe.exists(), "--output - changes nothing");
     let spec: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(!spec.to_string().contains("mps-pipe"));
+    let comfy = spec["devices"].as_array().unwrap().iter().find(|d| d["name"] == "comfyui").unwrap();
+    let mounts: Vec<(String, String)> = comfy["containerEdits"]["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["containerPath"].as_str().unwrap().to_string(), m["hostPath"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(mounts, [(pipe.display().to_string(), pipe.display().to_string()), ("/dev/shm".to_string(), shm.display().to_string())]);
+    let everyone = spec["containerEdits"].to_string();
+    assert!(!everyone.contains(pipe.to_str().unwrap()) && !everyone.contains("/dev/shm"), "not on plain devices: {everyone}");
+    // Written: the folders exist (runc mounts them), and the summary says the daemon is not running.
+    let out = dir.path().join("cdi/gpuwarden.yaml");
+    let cdi_dir = dir.path().join("cdi");
+    let o = gpuwarden(&["--config", &config, "cdi", "generate", "--inventory", "builtin:rtx4070", "--driver-root", r, "--dev-root", d, "--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir.to_str().unwrap()], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(pipe.is_dir() && shm.is_dir());
+    assert!(stdout(&o).contains("its control daemon is not running: profile containers are refused until `gpuwarden mps start`"), "{}", stdout(&o));
+    let o = gpuwarden(&["cdi", "validate", out.to_str().unwrap()], b"");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
 
 #[test]
@@ -180,6 +187,7 @@ fn generate_prints_a_summary_and_where_the_whole_spec_is() {
     let every = lines.iter().find(|l| l.contains("every device also gets")).unwrap_or_else(|| panic!("{text}"));
     assert!(every.contains("4 control nodes") && every.contains("driver libraries"), "{every}");
     assert_eq!(lines.last().map(|l| l.trim()), Some(format!("the whole spec: {}", out.display()).as_str()));
+    assert!(lines.iter().any(|l| l.contains("profile devices get the MPS pipe directory")), "{text}");
     assert!(lines.len() < 15, "a summary, not the spec: {text}");
 }
 

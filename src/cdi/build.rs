@@ -21,6 +21,26 @@ pub struct SpecInput<'a> {
     pub profiles: &'a [String],
     /// `None` leaves admission out (a spec for devices only).
     pub hooks: Option<&'a HookCall>,
+    /// The MPS folders every profile device mounts; `None` when MPS is off.
+    pub mps: Option<&'a MpsMounts>,
+}
+
+/// What an MPS client needs of the host, whether or not it exists yet: the
+/// daemon's pipe directory (at the same path) and its shared memory (at
+/// `/dev/shm`). Containers under one MPS server share that folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MpsMounts {
+    pub pipe: std::path::PathBuf,
+    pub shm: std::path::PathBuf,
+}
+
+impl MpsMounts {
+    fn mounts(&self) -> Vec<Mount> {
+        [(&self.pipe, self.pipe.as_path()), (&self.shm, Path::new("/dev/shm"))]
+            .into_iter()
+            .map(|(host, container)| mount(&FileMount { host_path: host.clone(), container_path: container.to_path_buf(), writable: true }))
+            .collect()
+    }
 }
 
 fn nodes(found: &[discover::DeviceNode]) -> Vec<DeviceNode> {
@@ -62,7 +82,7 @@ pub fn build_spec(input: &SpecInput) -> Spec {
             env: vec![format!("{PROFILE_ENV}={profile}")],
             device_nodes: gpu_nodes(gpu),
             hooks: input.hooks.map(hooks).unwrap_or_default(),
-            mounts: Vec::new(),
+            mounts: input.mps.map(MpsMounts::mounts).unwrap_or_default(),
         },
     };
 
@@ -87,9 +107,6 @@ pub fn build_spec(input: &SpecInput) -> Spec {
 
     let mut files: Vec<FileMount> = d.library_mounts();
     files.extend(d.files.iter().cloned());
-    if let Some(pipe) = &d.mps_pipe_dir {
-        files.push(FileMount { host_path: pipe.clone(), container_path: pipe.clone(), writable: true });
-    }
     files.sort_by(|a, b| a.container_path.cmp(&b.container_path));
     let mut taken: BTreeSet<&Path> = BTreeSet::new();
     let mounts = files.iter().filter(|f| taken.insert(&f.container_path)).map(mount).collect();
@@ -125,14 +142,17 @@ pub(crate) mod tests {
                 soname: Some("libcuda.so.1".into()),
             }],
             files: vec![FileMount { host_path: "/drv/usr/lib/nvidia/current/nvidia-smi".into(), container_path: "/usr/bin/nvidia-smi".into(), writable: false }],
-            mps_pipe_dir: Some("/tmp/nvidia-mps".into()),
         }
+    }
+
+    fn mps_mounts() -> MpsMounts {
+        MpsMounts { pipe: "/run/gpuwarden/mps/pipe".into(), shm: "/run/gpuwarden/mps/shm".into() }
     }
 
     fn build(inv: &Inventory, dev: &str, hooks: Option<&HookCall>) -> Spec {
         let kind = Kind::new("nvidia.com", "gpu").unwrap();
         let profiles = vec!["comfyui".to_string(), "blender".to_string()];
-        build_spec(&SpecInput { kind: &kind, inventory: inv, discovery: &discovery(inv, dev), profiles: &profiles, hooks })
+        build_spec(&SpecInput { kind: &kind, inventory: inv, discovery: &discovery(inv, dev), profiles: &profiles, hooks, mps: Some(&mps_mounts()) })
     }
 
     fn names(spec: &Spec) -> Vec<&str> {
@@ -175,8 +195,12 @@ pub(crate) mod tests {
         assert!(spec.container_edits.env.contains(&"TRITON_LIBCUDA_PATH=/usr/lib/x86_64-linux-gnu".to_string()), "{:?}", spec.container_edits.env);
         let lib = spec.container_edits.mounts.iter().find(|m| m.container_path.ends_with("libcuda.so.1")).unwrap();
         assert_eq!(lib.options, ["ro", "nosuid", "nodev", "bind"]);
-        let pipe = spec.container_edits.mounts.iter().find(|m| m.container_path == "/tmp/nvidia-mps").unwrap();
-        assert_eq!(pipe.options[0], "rw");
+        assert!(!spec.container_edits.mounts.iter().any(|m| m.container_path.contains("mps")), "MPS is for profile devices only");
+        let comfy = spec.devices.iter().find(|d| d.name == "comfyui").unwrap();
+        let at: Vec<(&str, &str, &str)> = comfy.container_edits.mounts.iter().map(|m| (m.container_path.as_str(), m.host_path.as_str(), m.options[0].as_str())).collect();
+        assert_eq!(at, [("/run/gpuwarden/mps/pipe", "/run/gpuwarden/mps/pipe", "rw"), ("/dev/shm", "/run/gpuwarden/mps/shm", "rw")]);
+        let plain = spec.devices.iter().find(|d| d.name == "0").unwrap();
+        assert!(plain.container_edits.mounts.is_empty(), "plain devices run without MPS and its budget");
     }
 
     #[test]

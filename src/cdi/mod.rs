@@ -10,7 +10,7 @@ mod names;
 mod registry;
 mod write;
 
-pub use build::{build_spec, SpecInput};
+pub use build::{build_spec, MpsMounts, SpecInput};
 pub use model::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
 pub use names::{is_device_name, Kind, KindError};
 pub use registry::{scan, SpecFile, DEFAULT_SPEC_DIRS};

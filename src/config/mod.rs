@@ -20,7 +20,12 @@ use crate::size::ByteSize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/gpuwarden/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/run/gpuwarden";
-pub const DEFAULT_MPS_PIPE_DIR: &str = "/tmp/nvidia-mps";
+/// gpuwarden's own MPS folders, root-owned under /run (not NVIDIA's default
+/// /tmp/nvidia-mps, which any local user can create first).
+pub const DEFAULT_MPS_PIPE_DIR: &str = "/run/gpuwarden/mps/pipe";
+pub const DEFAULT_MPS_LOG_DIR: &str = "/run/gpuwarden/mps/log";
+pub const DEFAULT_MPS_SHM_DIR: &str = "/run/gpuwarden/mps/shm";
+pub const DEFAULT_MPS_CONTROL: &str = "nvidia-cuda-mps-control";
 
 /// Where the effective configuration came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,9 +56,21 @@ pub struct Config {
     pub profiles: BTreeMap<ProfileName, Profile>,
 }
 
+/// The MPS control daemon gpuwarden runs, and whether MPS is required.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MpsConfig {
+    /// `false` turns MPS off: nothing limits a container on the GPU, and
+    /// `status` and every admission say so.
+    pub enabled: bool,
+    /// The daemon's pipe directory (`CUDA_MPS_PIPE_DIRECTORY`), mounted into
+    /// every profile container at the same path.
     pub pipe_directory: PathBuf,
+    pub log_directory: PathBuf,
+    /// The daemon's and its clients' `/dev/shm`: the daemon runs with this
+    /// folder as its `/dev/shm`, and profile containers get it there.
+    pub shm_directory: PathBuf,
+    /// The control binary, a path or a name looked up in PATH.
+    pub control: PathBuf,
 }
 
 /// The budget of each GPU; `gpu` overrides it per GPU (by index or UUID).
@@ -113,7 +130,11 @@ struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMps {
+    enabled: Option<bool>,
     pipe_directory: Option<AbsPath>,
+    log_directory: Option<AbsPath>,
+    shm_directory: Option<AbsPath>,
+    control: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,7 +162,13 @@ impl Default for Config {
         Config {
             inventory: None,
             state_dir: DEFAULT_STATE_DIR.into(),
-            mps: MpsConfig { pipe_directory: DEFAULT_MPS_PIPE_DIR.into() },
+            mps: MpsConfig {
+                enabled: true,
+                pipe_directory: DEFAULT_MPS_PIPE_DIR.into(),
+                log_directory: DEFAULT_MPS_LOG_DIR.into(),
+                shm_directory: DEFAULT_MPS_SHM_DIR.into(),
+                control: DEFAULT_MPS_CONTROL.into(),
+            },
             budget: BudgetConfig {
                 thread_ceiling: Percent::new(100).expect("100 is a percentage"),
                 max_clients: ClientCount::MAX,
@@ -184,8 +211,15 @@ impl Config {
         if let Some(dir) = raw.state_dir {
             config.state_dir = dir.path().to_path_buf();
         }
-        if let Some(dir) = raw.mps.pipe_directory {
-            config.mps.pipe_directory = dir.path().to_path_buf();
+        let m = &mut config.mps;
+        m.enabled = raw.mps.enabled.unwrap_or(m.enabled);
+        for (raw_dir, dir) in [(raw.mps.pipe_directory, &mut m.pipe_directory), (raw.mps.log_directory, &mut m.log_directory), (raw.mps.shm_directory, &mut m.shm_directory)] {
+            if let Some(d) = raw_dir {
+                *dir = d.path().to_path_buf();
+            }
+        }
+        if let Some(control) = raw.mps.control {
+            m.control = control;
         }
         let b = &mut config.budget;
         b.thread_ceiling = raw.budget.thread_ceiling.unwrap_or(b.thread_ceiling);

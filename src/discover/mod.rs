@@ -70,8 +70,6 @@ pub struct Discovery {
     pub libraries: Vec<Library>,
     /// Data files (EGL, Vulkan, OptiX) and binaries.
     pub files: Vec<FileMount>,
-    /// The MPS pipe directory, when it exists on the host.
-    pub mps_pipe_dir: Option<PathBuf>,
 }
 
 impl Discovery {
@@ -126,11 +124,10 @@ pub enum DiscoveryError {
 }
 
 /// Runs every discoverer for `inventory`'s GPUs.
-pub fn discover(roots: &Roots, inventory: &Inventory, mps_pipe_dir: &Path) -> Result<Discovery, DiscoveryError> {
+pub fn discover(roots: &Roots, inventory: &Inventory) -> Result<Discovery, DiscoveryError> {
     let (control_nodes, gpu_nodes) = device_nodes(&roots.dev, inventory)?;
     let libraries = driver_libraries(&roots.driver, &inventory.driver_version)?;
     let mut files = data_files(&roots.driver);
     files.extend(binaries(&roots.driver));
-    let mps_pipe_dir = mps_pipe_dir.is_dir().then(|| mps_pipe_dir.to_path_buf());
-    Ok(Discovery { control_nodes, gpu_nodes, libraries, files, mps_pipe_dir })
+    Ok(Discovery { control_nodes, gpu_nodes, libraries, files })
 }

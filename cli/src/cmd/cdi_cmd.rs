@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::{absolute, inventory_cmd, GenerateArgs, ListArgs, Result, ValidateArgs};
 use crate::spec_check::{minimum_version, validate_file, Severity};
-use gpuwarden::cdi::{self, build_spec, Kind, SpecInput};
+use gpuwarden::cdi::{self, build_spec, Kind, MpsMounts, SpecInput};
 use gpuwarden::hook::HookCall;
 use gpuwarden::config::Config;
 use gpuwarden::discover::{discover, Roots};
@@ -46,7 +46,7 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
         return Err(problem.into());
     }
     let roots = Roots { driver: root, dev: absolute(&args.dev_root).join("dev") };
-    let discovery = discover(&roots, &inventory, &config.mps.pipe_directory)?;
+    let discovery = discover(&roots, &inventory)?;
     let kind = Kind::new(&args.vendor, &args.class)?;
     let nvml = matches!(source, InventorySource::Nvml { .. });
     let hooks = match args.no_hooks {
@@ -57,26 +57,38 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
         }
     };
     let profiles = config.profile_names();
-    let mut spec = build_spec(&SpecInput { kind: &kind, inventory: &inventory, discovery: &discovery, profiles: &profiles, hooks: hooks.as_ref() });
+    let mps = config.mps.enabled.then(|| MpsMounts { pipe: config.mps.pipe_directory.clone(), shm: config.mps.shm_directory.clone() });
+    let input = SpecInput { kind: &kind, inventory: &inventory, discovery: &discovery, profiles: &profiles, hooks: hooks.as_ref(), mps: mps.as_ref() };
+    let mut spec = build_spec(&input);
     spec.cdi_version = minimum_version(&spec);
     let format = args.format.unwrap_or_else(|| cdi::Format::for_path(&args.output));
     if args.output == Path::new("-") {
         print!("{}", cdi::render(&spec, format));
-    } else {
-        if nvml && !args.no_hooks {
-            write_inventory(&inventory, &args.inventory_file)?;
-        }
-        cdi::install(&spec, format, &args.output, &args.cdi_dirs)?;
-        print!("{}", summary(&spec, &discovery, &args.output));
+        return Ok(ExitCode::SUCCESS);
     }
-    // Said after success only, so that a failure stays one line.
-    if discovery.mps_pipe_dir.is_none() {
-        tracing::warn!(
-            "MPS pipe directory {} is absent, so containers run without MPS and its limits: start nvidia-cuda-mps-control -d, then generate the spec again",
-            config.mps.pipe_directory.display()
-        );
+    if nvml && !args.no_hooks {
+        write_inventory(&inventory, &args.inventory_file)?;
     }
+    if config.mps.enabled {
+        // The profile devices mount them; runc cannot mount what does not exist.
+        gpuwarden::mps::daemon::prepare_folders(&config.mps)?;
+    }
+    cdi::install(&spec, format, &args.output, &args.cdi_dirs)?;
+    print!("{}", summary(&spec, &discovery, &args.output, &mps_line(config)));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the profile devices get of MPS, and whether its daemon runs.
+fn mps_line(config: &Config) -> String {
+    let m = &config.mps;
+    if !m.enabled {
+        return "MPS is off ([mps] enabled = false): profile containers are NOT limited on the GPU".into();
+    }
+    let running = match gpuwarden::mps::daemon(&m.pipe_directory, Path::new("/proc")) {
+        Ok(d) => format!("its control daemon runs (pid {})", d.pid),
+        Err(_) => "its control daemon is not running: profile containers are refused until `gpuwarden mps start`".into(),
+    };
+    format!("profile devices get the MPS pipe directory {} and {} as /dev/shm; {running}", m.pipe_directory.display(), m.shm_directory.display())
 }
 
 /// Writes the inventory NVML gave, for the hooks, atomically (0644).
@@ -92,7 +104,7 @@ fn write_inventory(inventory: &gpuwarden::inventory::Inventory, path: &Path) -> 
 
 /// What `generate` wrote, in a few lines: each device with its own nodes and
 /// hooks, then what every device gets.
-fn summary(spec: &cdi::Spec, discovery: &gpuwarden::discover::Discovery, path: &Path) -> String {
+fn summary(spec: &cdi::Spec, discovery: &gpuwarden::discover::Discovery, path: &Path, mps: &str) -> String {
     use std::fmt::Write as _;
     let mut out = format!("wrote {} (cdiVersion {})\n", path.display(), spec.cdi_version);
     let names: Vec<String> = spec.devices.iter().map(|d| format!("{}={}", spec.kind, d.name)).collect();
@@ -104,15 +116,15 @@ fn summary(spec: &cdi::Spec, discovery: &gpuwarden::discover::Discovery, path: &
         let _ = writeln!(out, "  {name:<width$}  {:>5}  {:>5}  {profile}", e.device_nodes.len(), e.hooks.len());
     }
     let e = &spec.container_edits;
-    let mps = discovery.mps_pipe_dir.as_ref().map_or_else(|| "no MPS pipe directory".to_string(), |p| format!("the MPS pipe directory {}", p.display()));
     let _ = writeln!(
         out,
-        "  every device also gets {} control nodes, {} driver libraries ({} mounts with their SONAMEs), {} data files and binaries, {mps}",
+        "  every device also gets {} control nodes, {} driver libraries ({} mounts with their SONAMEs), {} data files and binaries",
         e.device_nodes.len(),
         discovery.libraries.len(),
         discovery.library_mounts().len(),
         discovery.files.len()
     );
+    let _ = writeln!(out, "  {mps}");
     let _ = writeln!(out, "  the whole spec: {}", path.display());
     out
 }

@@ -4,6 +4,7 @@
 mod cdi_cmd;
 mod config_cmd;
 mod inventory_cmd;
+mod mps_cmd;
 mod podman_cmd;
 mod status_cmd;
 
@@ -54,6 +55,9 @@ pub enum Command {
     /// The reservation ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Run NVIDIA's MPS control daemon with gpuwarden's folders and ceiling.
+    #[command(subcommand)]
+    Mps(MpsCommand),
     /// Set Podman up for gpuwarden.
     #[command(subcommand)]
     Podman(PodmanCommand),
@@ -192,6 +196,34 @@ pub enum LedgerCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MpsCommand {
+    /// Start the control daemon and set its defaults to the largest profile on every GPU.
+    ///
+    /// The daemon gets gpuwarden's pipe, log and shm folders ([mps] in config.toml,
+    /// under /run/gpuwarden/mps by default, root-owned) and runs with the shm folder
+    /// as its /dev/shm, which profile containers share with it. Its defaults bind
+    /// every MPS client whatever the client's own environment says; they are read
+    /// back, and a daemon that does not hold them is stopped again. Running it
+    /// again on a live daemon sets and checks the defaults again.
+    Start(MpsArgs),
+    /// Ask the daemon to quit, and wait until it is gone.
+    Stop,
+    /// The daemon, its defaults, its servers (with their UID) and their clients.
+    Status(MpsArgs),
+}
+
+/// Where `mps` learns how many GPUs there are (the defaults are set per GPU).
+#[derive(Debug, Clone, Args)]
+pub struct MpsArgs {
+    /// GPU inventory instead of NVML (see `gpuwarden inventory --help`).
+    #[arg(long, value_name = "FILE|builtin:NAME")]
+    pub inventory: Option<String>,
+    /// Folder holding the driver (NVML is loaded from there).
+    #[arg(long, value_name = "DIR")]
+    pub driver_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum PodmanCommand {
     /// Install the hooks.d file that runs `gpuwarden-hook precreate` for every container.
     InstallHook {
@@ -223,6 +255,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Show) => config_cmd::show(cli.config.as_deref()),
         Command::Status(args) => status_cmd::status(&args, &settings()?),
         Command::Ledger(LedgerCommand::Reset { state_dir, force }) => status_cmd::ledger_reset(state_dir, force, &settings()?),
+        Command::Mps(MpsCommand::Start(args)) => mps_cmd::start(&args, &settings()?),
+        Command::Mps(MpsCommand::Stop) => mps_cmd::stop(&settings()?),
+        Command::Mps(MpsCommand::Status(args)) => mps_cmd::status(&args, &settings()?),
         Command::Podman(PodmanCommand::InstallHook { hooks_dir, hook_path, print }) => {
             podman_cmd::install_hook(&hooks_dir, hook_path, print, cli.config.as_deref())
         }

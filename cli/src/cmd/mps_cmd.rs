@@ -1,0 +1,81 @@
+//! `gpuwarden mps start | stop | status`.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use super::{inventory_cmd, MpsArgs, Result};
+use gpuwarden::config::Config;
+use gpuwarden::mps::daemon::{self, DaemonStatus, Started};
+use gpuwarden::mps::Ceiling;
+
+fn devices(args: &MpsArgs, config: &Config) -> Result<u32> {
+    let inventory = inventory_cmd::for_status(args.inventory.as_deref(), args.driver_root.as_deref(), config)?;
+    Ok(u32::try_from(inventory.gpus.len())?)
+}
+
+pub fn start(args: &MpsArgs, config: &Config) -> Result<ExitCode> {
+    if !config.mps.enabled {
+        return Err("MPS is off in config.toml ([mps] enabled = false): turn it on to run the daemon".into());
+    }
+    let ceiling = Ceiling::of(config).ok_or("no profiles: nothing to set the daemon's defaults to")?;
+    let devices = devices(args, config)?;
+    let how = match daemon::start(&config.mps, &ceiling, devices)? {
+        Started::Now { pid } => format!("started the MPS control daemon (pid {pid})"),
+        Started::AlreadyRunning { pid } => format!("the MPS control daemon was running (pid {pid})"),
+    };
+    println!(
+        "{how}: pipe directory {}, /dev/shm {}; defaults {}% of the SMs and {} pinned on devices 0..{}, read back",
+        config.mps.pipe_directory.display(),
+        config.mps.shm_directory.display(),
+        ceiling.threads,
+        ceiling.pinned.mps_limit(),
+        devices.saturating_sub(1)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stop(config: &Config) -> Result<ExitCode> {
+    match daemon::stop(&config.mps)? {
+        Some(pid) => println!("stopped the MPS control daemon (pid {pid})"),
+        None => println!("no MPS control daemon answers in {}: nothing to stop", config.mps.pipe_directory.display()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(args: &MpsArgs, config: &Config) -> Result<ExitCode> {
+    print!("{}", render(config, daemon::status(&config.mps, devices(args, config)?)));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The MPS lines of `mps status` and `status`.
+pub fn render(config: &Config, status: std::result::Result<DaemonStatus, daemon::DaemonError>) -> String {
+    let mut out = String::new();
+    if !config.mps.enabled {
+        let _ = writeln!(out, "MPS  OFF ([mps] enabled = false): containers are NOT limited on the GPU; the budget is bookkeeping only");
+        return out;
+    }
+    let s = match status {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(out, "MPS  {}; profile containers are refused until it runs", gpuwarden::text::one_line(&e));
+            return out;
+        }
+    };
+    let pinned: Vec<String> = s.pinned.iter().map(|(o, l)| format!("device {o} {}", l.map_or_else(|| "NO LIMIT".to_string(), |l| l.mps_limit()))).collect();
+    let _ = writeln!(out, "MPS  control daemon pid {}  pipe directory {}", s.pid, config.mps.pipe_directory.display());
+    let _ = writeln!(out, "  defaults: {:.0}% of the SMs; pinned memory {}", s.threads, pinned.join(", "));
+    match Ceiling::of(config) {
+        Some(c) if (s.threads - f64::from(c.threads)).abs() > 0.05 || s.pinned.iter().any(|(_, l)| *l != Some(c.pinned)) => {
+            let _ = writeln!(out, "  ! not the ceiling ({}%, {}): someone changed them; run `gpuwarden mps start` to set them again", c.threads, c.pinned.mps_limit());
+        }
+        _ => {}
+    }
+    if s.servers.is_empty() {
+        let _ = writeln!(out, "  no MPS servers (one starts when the first CUDA client connects)");
+    }
+    for (server, clients) in &s.servers {
+        let _ = writeln!(out, "  server pid {} for uid {}: {} client(s) {:?}", server.pid, server.uid, clients.len(), clients);
+    }
+    let _ = writeln!(out, "  a share holds per CUDA process: a container that starts two CUDA processes takes two client slots");
+    out
+}

@@ -1,0 +1,165 @@
+//! Starting and stopping gpuwarden's MPS control daemon: its own root-owned
+//! folders, a private mount namespace in which the `shm` folder is its
+//! `/dev/shm` (MPS servers and clients share `/dev/shm`, and the host's must
+//! not be shared with every container), and the ceiling set and read back.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use super::ceiling::{Ceiling, CeilingError};
+use super::control::{Control, ControlBinary, MpsError};
+use super::probe::{self, ProbeError};
+use crate::config::MpsConfig;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot prepare {}: {source}", path.display())]
+    Folder { path: PathBuf, source: std::io::Error },
+    #[error("{} is owned by uid {uid} or writable by others (mode {mode:o}): MPS clients would trust whoever made it; remove it and run this again", path.display())]
+    Untrusted { path: PathBuf, uid: u32, mode: u32 },
+    #[error("cannot start {}: {source}; install NVIDIA's MPS control daemon (Debian: apt install nvidia-cuda-mps) or set [mps] control in config.toml", binary.display())]
+    Spawn { binary: PathBuf, source: std::io::Error },
+    #[error("{} -d exited with {status}; see {}", binary.display(), log.join("control.log").display())]
+    Exited { binary: PathBuf, status: String, log: PathBuf },
+    #[error("the MPS control daemon did not come up within {}s: {source}", WAIT.as_secs())]
+    NotUp { source: ProbeError },
+    #[error("the MPS control daemon (pid {pid}) is still running {}s after quit", WAIT.as_secs())]
+    StillRunning { pid: i32 },
+    #[error(transparent)]
+    Control(#[from] MpsError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("{0} (the daemon was stopped again)")]
+    Ceiling(CeilingError),
+}
+
+/// What `start` found or did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Started {
+    Now { pid: i32 },
+    AlreadyRunning { pid: i32 },
+}
+
+/// Creates the pipe, log and shm folders (root-owned; shm sticky and open to
+/// all like /dev/shm, for servers of other UIDs), and refuses folders that
+/// someone else made.
+pub fn prepare_folders(config: &MpsConfig) -> Result<(), DaemonError> {
+    for (path, mode) in [(&config.pipe_directory, 0o755), (&config.log_directory, 0o755), (&config.shm_directory, 0o1777)] {
+        let folder = |source| DaemonError::Folder { path: path.clone(), source };
+        std::fs::create_dir_all(path).map_err(folder)?;
+        let meta = std::fs::metadata(path).map_err(folder)?;
+        let others_write = meta.mode() & 0o022 != 0 && mode & 0o1000 == 0;
+        if meta.uid() != 0 || others_write {
+            return Err(DaemonError::Untrusted { path: path.clone(), uid: meta.uid(), mode: meta.mode() & 0o7777 });
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(folder)?;
+    }
+    Ok(())
+}
+
+/// Starts the daemon unless one answers already, then sets `ceiling` on
+/// devices `0..devices` and reads it back. A daemon whose ceiling does not
+/// hold is stopped again.
+pub fn start(config: &MpsConfig, ceiling: &Ceiling, devices: u32) -> Result<Started, DaemonError> {
+    let control = ControlBinary::new(config);
+    let started = match probe::daemon(&config.pipe_directory, Path::new("/proc")) {
+        Ok(d) => Started::AlreadyRunning { pid: d.pid },
+        Err(_) => {
+            prepare_folders(config)?;
+            spawn(config, &control)?;
+            Started::Now { pid: wait_up(&config.pipe_directory)? }
+        }
+    };
+    if let Err(e) = ceiling.apply(&control, devices) {
+        if let Started::Now { .. } = started {
+            let _ = stop(config);
+        }
+        return Err(DaemonError::Ceiling(e));
+    }
+    Ok(started)
+}
+
+/// Runs `control -d` in a mount namespace of its own where the shm folder is
+/// `/dev/shm`; the daemon (and every server it forks) stays in it.
+fn spawn(config: &MpsConfig, control: &ControlBinary) -> Result<(), DaemonError> {
+    let shm = config.shm_directory.clone();
+    let mut cmd = control.command();
+    cmd.arg("-d").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: between fork and exec the child only makes system calls.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            unshare(CloneFlags::CLONE_NEWNS)?;
+            // Nothing done here reaches the host; the host's later mounts still reach in.
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)?;
+            mount(Some(&shm), "/dev/shm", None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+            Ok(())
+        });
+    }
+    let status = cmd.status().map_err(|source| DaemonError::Spawn { binary: config.control.clone(), source })?;
+    if !status.success() {
+        return Err(DaemonError::Exited { binary: config.control.clone(), status: status.to_string(), log: config.log_directory.clone() });
+    }
+    Ok(())
+}
+
+fn wait_up(pipe: &Path) -> Result<i32, DaemonError> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match probe::daemon(pipe, Path::new("/proc")) {
+            Ok(d) => return Ok(d.pid),
+            Err(source) if Instant::now() >= deadline => return Err(DaemonError::NotUp { source }),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Asks the daemon to quit and waits until its process is gone. `None` when
+/// no daemon was running.
+pub fn stop(config: &MpsConfig) -> Result<Option<i32>, DaemonError> {
+    let Ok(d) = probe::daemon(&config.pipe_directory, Path::new("/proc")) else { return Ok(None) };
+    match ControlBinary::new(config).ask("quit") {
+        Ok(_) | Err(MpsError::NotRunning { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let proc_dir = PathBuf::from(format!("/proc/{}", d.pid));
+    let deadline = Instant::now() + WAIT;
+    while is_running(&proc_dir) {
+        if Instant::now() >= deadline {
+            return Err(DaemonError::StillRunning { pid: d.pid });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Some(d.pid))
+}
+
+/// Whether the process at `/proc/PID` exists and is not a zombie.
+fn is_running(proc_dir: &Path) -> bool {
+    std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+/// What `status` shows of the daemon: its pid, its defaults, its servers with
+/// their UIDs and clients.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonStatus {
+    pub pid: i32,
+    pub threads: f64,
+    pub pinned: Vec<(u32, Option<crate::size::ByteSize>)>,
+    pub servers: Vec<(probe::Server, Vec<i32>)>,
+}
+
+/// Reads the daemon's state; `Err` says why there is none to read.
+pub fn status(config: &MpsConfig, devices: u32) -> Result<DaemonStatus, DaemonError> {
+    let d = probe::daemon(&config.pipe_directory, Path::new("/proc"))?;
+    let c = ControlBinary::new(config);
+    let threads = super::control::thread_default(&c)?;
+    let pinned = (0..devices).map(|o| Ok((o, super::control::pinned_default(&c, o)?))).collect::<Result<_, MpsError>>()?;
+    let servers = d.servers.iter().map(|s| Ok((*s, super::control::clients(&c, s.pid).unwrap_or_default()))).collect::<Result<_, MpsError>>()?;
+    Ok(DaemonStatus { pid: d.pid, threads, pinned, servers })
+}
