@@ -17,7 +17,7 @@ EOS
   NEED_UPDATE=1
 fi
 
-PACKAGES="podman runc busybox-static ca-certificates"
+PACKAGES="podman runc busybox-static ca-certificates nvidia-cuda-mps"
 MISSING=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || MISSING="$MISSING $p"

@@ -91,6 +91,12 @@ pub fn apply_profile(cfg: &mut ContainerConfig, config: &Config) -> Result<Optio
     cfg.set_env(mps::THREADS_ENV, &share.threads.to_string());
     cfg.set_env(mps::PINNED_ENV, &mps::pinned_limit_value(gpus, share.pinned));
     cfg.set_env(mps::PIPE_ENV, &config.mps.pipe_directory.display().to_string());
+    if config.mps.enabled {
+        // What the CDI profile device mounts; a profile named by annotation alone gets it here.
+        let (pipe, shm) = (config.mps.pipe_directory.display().to_string(), config.mps.shm_directory.display().to_string());
+        cfg.ensure_bind_mount(&pipe, &pipe);
+        cfg.ensure_bind_mount("/dev/shm", &shm);
+    }
     // MPS ordinals follow CUDA's enumeration; PCI order makes it the order of the nodes.
     cfg.set_env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
     let keep: BTreeSet<String> = profile.capabilities.iter().map(|c| c.to_string()).collect();
@@ -122,6 +128,9 @@ mod tests {
         assert_eq!(cfg.env(mps::PIPE_ENV), Some("/run/gpuwarden/mps/pipe"));
         assert!(cfg.root_readonly() && cfg.no_new_privileges());
         assert!(cfg.capability_sets().iter().all(|(_, caps)| caps.is_empty()), "{:?}", cfg.capability_sets());
+        assert_eq!(cfg.mounts(), [("/run/gpuwarden/mps/pipe", "/run/gpuwarden/mps/pipe"), ("/dev/shm", "/run/gpuwarden/mps/shm")]);
+        apply_profile(&mut cfg, &Config::default()).unwrap();
+        assert_eq!(cfg.mounts().len(), 2, "mounts already there are not added twice");
     }
 
     #[test]

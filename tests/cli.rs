@@ -119,7 +119,9 @@ fn a_torn_ledger_closes_admission_until_reset() {
     let s = dir.path().to_str().unwrap();
     let state = conforming_container(dir.path());
     std::fs::write(dir.path().join("ledger.json"), "{\"version\": 1, \"reserv").unwrap();
-    let admit = ["admit", "--state-dir", s, "--inventory", "builtin:rtx4070"];
+    // This test is about the ledger: MPS (tested against the real daemon in tests/podman.rs) is off.
+    let off = write(dir.path(), "mps-off.toml", "[mps]\nenabled = false\n");
+    let admit = ["admit", "--config", &off, "--state-dir", s, "--inventory", "builtin:rtx4070"];
     assert_one_line_error(&hook(&admit, state.as_bytes()), &format!("run `gpuwarden ledger reset --state-dir {s}`"));
     assert_eq!(std::fs::read_to_string(dir.path().join("ledger.json")).unwrap(), "{\"version\": 1, \"reserv", "untouched");
     let o = gpuwarden(&["ledger", "reset", "--state-dir", s], b"");

@@ -18,7 +18,8 @@ fn setup(dir: &Path, profile: &str) -> (String, String) {
         dir,
         "config.toml",
         &format!(
-            "inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n[budget]\nreserves = {{}}\n\
+            // The ledger under stress; MPS is tested against the real daemon in tests/podman.rs.
+            "inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n[mps]\nenabled = false\n[budget]\nreserves = {{}}\n\
              [profiles.tenth]\nthreads = 10\npinned_memory = \"1GiB\"\n[profiles.tiny]\nthreads = 1\npinned_memory = \"1MiB\"\n",
             dir.join("state").display()
         ),

@@ -53,12 +53,15 @@ impl World {
         ensure_image();
         let fixture = driver_fixture();
         let dir = tempfile::tempdir().unwrap();
+        let mps = dir.path().join("mps");
         let config = write(
             dir.path(),
             "config.toml",
             &format!(
-                "inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n[budget.reserves]\nsteam = \"4GiB\"\nsystem = \"512MiB\"\n{config_extra}",
-                dir.path().join("state").display()
+                "inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n[mps]\npipe_directory = \"{m}/pipe\"\nlog_directory = \"{m}/log\"\nshm_directory = \"{m}/shm\"\n\
+                 [budget.reserves]\nsteam = \"4GiB\"\nsystem = \"512MiB\"\n{config_extra}",
+                dir.path().join("state").display(),
+                m = mps.display()
             ),
         );
         let _ = std::fs::remove_file(SPEC);
@@ -73,7 +76,29 @@ impl World {
             let o = gpuwarden(&["--config", &config, "podman", "install-hook", "--hooks-dir", hooks_dir.to_str().unwrap()], b"");
             assert!(o.status.success(), "install-hook: {}", stderr(&o));
         }
-        Some(World { dir, config, hooks_dir, prefix: format!("gwtest-{}-", std::process::id()), started: Vec::new(), _lock: lock })
+        // The daemon is run with a file of its own, which tests that break config.toml leave alone.
+        write(dir.path(), "mps.toml", &format!("inventory = \"builtin:rtx4070\"\n[mps]\npipe_directory = \"{m}/pipe\"\nlog_directory = \"{m}/log\"\nshm_directory = \"{m}/shm\"\n", m = mps.display()));
+        let w = World { dir, config, hooks_dir, prefix: format!("gwtest-{}-", std::process::id()), started: Vec::new(), _lock: lock };
+        w.mps(&["start"], &[]);
+        Some(w)
+    }
+
+    /// `gpuwarden mps ARGS` on this world's daemon (NVIDIA's real one), with `env` added.
+    fn mps(&self, args: &[&str], env: &[(&str, String)]) -> String {
+        let mut c = Command::new(bin());
+        c.args(["--config", self.mps_config().to_str().unwrap(), "mps"]).args(args).env_remove("GPUWARDEN_CONFIG");
+        c.envs(env.iter().map(|(k, v)| (*k, v)));
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "gpuwarden mps {args:?}: {}", stderr(&o));
+        stdout(&o)
+    }
+
+    fn mps_config(&self) -> PathBuf {
+        self.dir.path().join("mps.toml")
+    }
+
+    fn mps_dir(&self) -> PathBuf {
+        self.dir.path().join("mps")
     }
 
     /// `podman run -d` of a sleeping busybox named NAME with `args`.
@@ -134,6 +159,7 @@ impl Drop for World {
                 let _ = Command::new("runc").args(["delete", "--force", &id]).output();
             }
         }
+        let _ = Command::new(bin()).args(["--config", self.mps_config().to_str().unwrap(), "mps", "stop"]).output();
         let _ = std::fs::remove_file(SPEC);
     }
 }
@@ -206,7 +232,8 @@ fn the_workstation_demo_admits_refuses_and_releases() {
     // The admitted worker runs hardened and limited.
     let o = podman(&["exec", &format!("{}comfy1", w.prefix), "sh", "-c", "tr '\\0' '\\n' < /proc/1/environ; grep -E 'CapEff|NoNewPrivs' /proc/1/status; touch /x 2>&1"]);
     let out = stdout(&o) + &stderr(&o);
-    for want in ["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=3G", "CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps", "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Read-only file system"] {
+    let pipe = format!("CUDA_MPS_PIPE_DIRECTORY={}", w.mps_dir().join("pipe").display());
+    for want in ["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=3G", &pipe, "CapEff:\t0000000000000000", "NoNewPrivs:\t1", "Read-only file system"] {
         assert!(out.contains(want), "{want} missing:\n{out}");
     }
 }
@@ -338,4 +365,81 @@ fn a_read_only_container_finds_libcuda_the_way_triton_does() {
         .output()
         .expect("cc is installed");
     assert!(cc.status.success(), "cc -lcuda: {}", stderr(&cc));
+}
+
+#[test]
+fn a_profile_container_reaches_the_daemon_and_shares_its_shm() {
+    let Some(mut w) = World::new("a_profile_container_reaches_the_daemon_and_shares_its_shm", true, "") else { return };
+    let script = "ls -l $CUDA_MPS_PIPE_DIRECTORY/control; echo threads=$CUDA_MPS_ACTIVE_THREAD_PERCENTAGE pinned=$CUDA_MPS_PINNED_DEVICE_MEM_LIMIT; touch /dev/shm/gw-probe && echo shm-ok";
+    let o = w.run("client", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", script], false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("srw-rw-rw-"), "the daemon's control socket is in the container: {out}");
+    assert!(out.contains("threads=25 pinned=0=3G") && out.contains("shm-ok"), "{out}");
+    // The file the container made is in the daemon's /dev/shm, not the host's.
+    let daemon = w.mps(&["status"], &[]);
+    let pid = daemon.split("pid ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
+    assert!(Path::new(&format!("/proc/{pid}/root/dev/shm/gw-probe")).exists(), "not in the daemon's /dev/shm:\n{daemon}");
+    assert!(w.mps_dir().join("shm/gw-probe").exists());
+    assert!(!Path::new("/dev/shm/gw-probe").exists(), "the host's /dev/shm is not shared");
+    assert!(daemon.contains("defaults: 50% of the SMs; pinned memory device 0 5G"), "{daemon}");
+}
+
+#[test]
+fn with_the_daemon_stopped_a_profile_container_is_refused_with_what_to_run() {
+    let Some(mut w) = World::new("with_the_daemon_stopped_a_profile_container_is_refused_with_what_to_run", true, "") else { return };
+    assert!(w.mps(&["stop"], &[]).starts_with("stopped the MPS control daemon (pid "));
+    let line = refusal(&w.start("nodaemon", &["--device", "nvidia.com/gpu=comfyui"]));
+    let id = w.id("nodaemon");
+    let control = w.mps_dir().join("pipe/control");
+    assert_eq!(
+        line,
+        format!(
+            "gpuwarden: refused {} (comfyui): MPS would not hold: the MPS control daemon is not running: nothing listens on {} (ECONNREFUSED: Connection refused); run `gpuwarden mps start`",
+            &id[..12],
+            control.display()
+        )
+    );
+    assert!(w.held_ids().is_empty());
+    // Started again, the same container is admitted.
+    w.remove("nodaemon");
+    w.mps(&["start"], &[]);
+    let o = w.start("nodaemon", &["--device", "nvidia.com/gpu=comfyui"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_container_of_another_uid_is_refused_while_a_root_server_is_active() {
+    let Some(mut w) = World::new("a_container_of_another_uid_is_refused_while_a_root_server_is_active", true, "") else { return };
+    // An MPS server needs a GPU and exits at once without one; a stand-in that
+    // stays up plays it. The daemon is NVIDIA's real one, which starts it.
+    let stand_in = w.dir.path().join("server-bin");
+    std::fs::create_dir_all(&stand_in).unwrap();
+    let server = stand_in.join("nvidia-cuda-mps-server");
+    std::fs::write(&server, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&server, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    w.mps(&["stop"], &[]);
+    let path = format!("{}:{}", stand_in.display(), std::env::var("PATH").unwrap_or_default());
+    w.mps(&["start"], &[("PATH", path)]);
+    let control = Command::new("nvidia-cuda-mps-control")
+        .env("CUDA_MPS_PIPE_DIRECTORY", w.mps_dir().join("pipe"))
+        .env("CUDA_MPS_LOG_DIRECTORY", w.mps_dir().join("log"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    control.stdin.as_ref().unwrap().write_all(b"start_server -uid 0\n").unwrap();
+    assert!(control.wait_with_output().unwrap().status.success());
+    let status = w.mps(&["status"], &[]);
+    assert!(status.contains("for uid 0"), "a root server runs:\n{status}");
+    let line = refusal(&w.start("user1000", &["--device", "nvidia.com/gpu=comfyui", "--user", "1000"]));
+    assert!(line.contains("MPS would not hold: an MPS server for uid 0 is active (pid "), "{line}");
+    assert!(line.contains("run the container as uid 0 (--user 0)"), "{line}");
+    let o = w.start("root", &["--device", "nvidia.com/gpu=comfyui"]);
+    assert!(o.status.success(), "a client of the server's uid is admitted: {}", stderr(&o));
+    // The stand-in server goes with the daemon.
+    let server_pid: i32 = status.split("server pid ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    w.mps(&["stop"], &[]);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server_pid), nix::sys::signal::Signal::SIGKILL);
 }

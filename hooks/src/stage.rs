@@ -53,7 +53,8 @@ pub fn run(stage: Stage) -> Result<()> {
         }
         Stage::Admit(o) => {
             let inventory = |config: &Config| hook::load_inventory(o.inventory.as_deref(), config);
-            let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, now: now() };
+            let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
+            let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() };
             hook::admit(&stdin()?, &env)?;
         }
         Stage::Release(o) => {

@@ -25,6 +25,8 @@ pub struct HookEnv<'a> {
     pub processes: &'a dyn Processes,
     /// Loads the inventory; called only for containers with a profile.
     pub inventory: &'a dyn Fn(&Config) -> Result<Inventory, InventoryError>,
+    /// Looks at the MPS control daemon (see [`crate::mps::probe`]).
+    pub daemon: &'a dyn Fn(&crate::config::MpsConfig) -> Result<crate::mps::Daemon, crate::mps::ProbeError>,
     /// Seconds since the epoch.
     pub now: u64,
 }
@@ -52,6 +54,8 @@ pub enum AdmitError {
     Violation { id: String, profile: String, violation: Violation },
     #[error("refused {id} ({profile}): {why}")]
     Gpu { id: String, profile: String, why: String },
+    #[error("refused {id} ({profile}): MPS would not hold: {why}")]
+    Mps { id: String, profile: String, why: String },
     #[error("refused {id} ({profile}): the GPUs are unknown: {source}")]
     Inventory { id: String, profile: String, source: InventoryError },
     #[error("refused {id} ({profile}): {source}")]
@@ -97,6 +101,13 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
             }
         })
         .collect::<Result<_, AdmitError>>()?;
+
+    if config.mps.enabled {
+        crate::mps::admission::check(&cfg, &config.mps, (env.daemon)(&config.mps))
+            .map_err(|why| AdmitError::Mps { id: id.clone(), profile: profile.clone(), why })?;
+    } else {
+        tracing::warn!("{id} ({profile}): MPS is off ([mps] enabled = false), so nothing limits it on the GPU: its share is bookkeeping only");
+    }
 
     let store = LedgerStore::new(env.state_dir.unwrap_or(&config.state_dir));
     let ledger_err = |source| AdmitError::Ledger { id: id.clone(), profile: profile.clone(), source };
@@ -150,6 +161,7 @@ mod tests {
         config: Config,
         store: LedgerStore,
         procs: FakeProcesses,
+        daemon: Result<crate::mps::Daemon, crate::mps::ProbeError>,
     }
 
     impl World {
@@ -157,13 +169,18 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let config = Config::parse("[budget.reserves]\nsteam = \"4GiB\"\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
             let store = LedgerStore::new(&dir.path().join("state"));
-            World { dir, config, store, procs: FakeProcesses(HashMap::new()) }
+            World { dir, config, store, procs: FakeProcesses(HashMap::new()), daemon: Ok(crate::mps::Daemon { pid: 1, servers: Vec::new() }) }
         }
 
         /// A bundle for container `id` with `profile`, rewritten as precreate does.
         fn bundle(&self, id: &str, profile: &str) -> std::path::PathBuf {
             let mut v: serde_json::Value = serde_json::from_slice(&podman_like().to_json()).unwrap();
             v["process"]["env"] = serde_json::json!([format!("GPUWARDEN_PROFILE={profile}")]);
+            // What the profile device mounts.
+            v["mounts"] = serde_json::json!([
+                {"destination": "/run/gpuwarden/mps/pipe", "source": "/run/gpuwarden/mps/pipe"},
+                {"destination": "/dev/shm", "source": "/run/gpuwarden/mps/shm"},
+            ]);
             let mut cfg = ContainerConfig::parse(&serde_json::to_vec(&v).unwrap(), "t").unwrap();
             apply_profile(&mut cfg, &self.config).unwrap();
             let b = self.dir.path().join(id);
@@ -183,7 +200,8 @@ mod tests {
             let config = self.config.clone();
             let settings = move || Ok(config.clone());
             let dir = self.dir.path().join("state");
-            let env = HookEnv { settings: &settings, state_dir: Some(&dir), processes: &self.procs, inventory: &rtx4070, now: 1000 };
+            let daemon = |_: &crate::config::MpsConfig| self.daemon.clone();
+            let env = HookEnv { settings: &settings, state_dir: Some(&dir), processes: &self.procs, inventory: &rtx4070, daemon: &daemon, now: 1000 };
             admit(&serde_json::to_vec(&state).unwrap(), &env)
         }
     }
@@ -238,6 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn without_a_live_daemon_nothing_is_admitted_and_with_mps_off_all_is_said() {
+        let mut w = World::new();
+        w.daemon = Err(crate::mps::ProbeError::NotListening { path: "/run/gpuwarden/mps/pipe/control".into(), errno: nix::Error::ECONNREFUSED });
+        let e = w.admit("comfy1000000bb", "comfyui", 11).unwrap_err().to_string();
+        assert!(e.starts_with("refused comfy1000000 (comfyui): MPS would not hold: the MPS control daemon is not running"), "{e}");
+        assert!(e.contains("run `gpuwarden mps start`"), "{e}");
+        assert!(!w.store.path().exists(), "a refusal changes no state");
+        w.config = Config::parse("[mps]\nenabled = false\n", Path::new("c")).unwrap();
+        assert!(matches!(w.admit("comfy1000000bb", "comfyui", 11), Ok(Admission::Admitted(_))), "off is a choice the config makes");
+    }
+
+    #[test]
     fn a_dead_holder_is_reclaimed_at_the_next_admission() {
         let mut w = World::new();
         w.admit("render000000aa", "blender", 10).unwrap();
@@ -255,7 +285,8 @@ mod tests {
         std::fs::write(b.join("config.json"), br#"{"process":{"env":["A=1"]}}"#).unwrap();
         let inventory = |_: &Config| -> Result<Inventory, InventoryError> { panic!("no inventory is needed") };
         let settings = || -> Result<Config, crate::config::ConfigError> { panic!("no configuration is needed") };
-        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &inventory, now: 0 };
+        let daemon = |_: &crate::config::MpsConfig| -> Result<crate::mps::Daemon, crate::mps::ProbeError> { panic!("no daemon is asked") };
+        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &inventory, daemon: &daemon, now: 0 };
         let state = serde_json::json!({"id": "plain", "pid": 1, "bundle": b}).to_string();
         assert_eq!(admit(state.as_bytes(), &env).unwrap(), Admission::NotGoverned);
         assert!(!w.store.path().exists());
@@ -265,7 +296,8 @@ mod tests {
     fn bad_stdin_and_missing_bundles_leave_the_ledger_alone() {
         let w = World::new();
         let settings = || Ok(Config::default());
-        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &rtx4070, now: 0 };
+        let daemon = |_: &crate::config::MpsConfig| Ok(crate::mps::Daemon { pid: 1, servers: Vec::new() });
+        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &rtx4070, daemon: &daemon, now: 0 };
         for (input, want) in [
             (&b""[..], "no OCI state on stdin"),
             (b"nope", "not valid"),

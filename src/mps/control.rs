@@ -21,7 +21,13 @@ pub enum MpsError {
     Failed { binary: PathBuf, command: String, status: String, stderr: String },
     #[error("the MPS control daemon answered {command:?} with {answer:?}")]
     Rejected { command: String, answer: String },
+    #[error("the MPS control daemon did not answer {command:?} within {}s", ASK_TIMEOUT.as_secs())]
+    Timeout { command: String },
 }
+
+/// How long one command may take: the client blocks while the daemon waits
+/// (`quit` waits for busy servers), and nothing of gpuwarden may hang.
+pub const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One command to the daemon, its answer back: the seam between gpuwarden
 /// and the daemon, so the logic above it is tested without one.
@@ -58,6 +64,16 @@ impl Control for ControlBinary {
             // A daemon that is gone closes the pipe early; the exit status says so.
             let _ = writeln!(stdin, "{command}");
         }
+        let deadline = std::time::Instant::now() + ASK_TIMEOUT;
+        while child.try_wait().map_err(spawn)?.is_none() {
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(MpsError::Timeout { command: command.into() });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Answers are a few lines: they fit in the pipes while the client runs.
         let out = child.wait_with_output().map_err(spawn)?;
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();

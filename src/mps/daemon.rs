@@ -30,7 +30,7 @@ pub enum DaemonError {
     Exited { binary: PathBuf, status: String, log: PathBuf },
     #[error("the MPS control daemon did not come up within {}s: {source}", WAIT.as_secs())]
     NotUp { source: ProbeError },
-    #[error("the MPS control daemon (pid {pid}) is still running {}s after quit", WAIT.as_secs())]
+    #[error("the MPS control daemon (pid {pid}) is still running after quit, SIGTERM and SIGKILL")]
     StillRunning { pid: i32 },
     #[error(transparent)]
     Control(#[from] MpsError),
@@ -120,23 +120,50 @@ fn wait_up(pipe: &Path) -> Result<i32, DaemonError> {
     }
 }
 
-/// Asks the daemon to quit and waits until its process is gone. `None` when
-/// no daemon was running.
-pub fn stop(config: &MpsConfig) -> Result<Option<i32>, DaemonError> {
+/// How `stop` ended the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// It quit when asked.
+    Quit { pid: i32 },
+    /// It did not quit in time (servers busy or hung): it and its servers
+    /// were ended with SIGTERM, then SIGKILL.
+    Ended { pid: i32 },
+}
+
+/// Asks the daemon to quit and waits until it is gone; if it does not go in
+/// time, ends it and its servers, so nothing is left. `None` when no daemon
+/// was running.
+pub fn stop(config: &MpsConfig) -> Result<Option<Stopped>, DaemonError> {
     let Ok(d) = probe::daemon(&config.pipe_directory, Path::new("/proc")) else { return Ok(None) };
     match ControlBinary::new(config).ask("quit") {
-        Ok(_) | Err(MpsError::NotRunning { .. }) => {}
+        Ok(_) | Err(MpsError::NotRunning { .. }) | Err(MpsError::Timeout { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let proc_dir = PathBuf::from(format!("/proc/{}", d.pid));
-    let deadline = Instant::now() + WAIT;
+    if gone_within(d.pid, WAIT) {
+        return Ok(Some(Stopped::Quit { pid: d.pid }));
+    }
+    let servers: Vec<i32> = probe::daemon(&config.pipe_directory, Path::new("/proc")).map(|now| now.servers.iter().map(|s| s.pid).collect()).unwrap_or_default();
+    for signal in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGKILL] {
+        for pid in std::iter::once(d.pid).chain(servers.iter().copied()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+        if gone_within(d.pid, Duration::from_secs(2)) && servers.iter().all(|s| gone_within(*s, Duration::from_millis(500))) {
+            return Ok(Some(Stopped::Ended { pid: d.pid }));
+        }
+    }
+    Err(DaemonError::StillRunning { pid: d.pid })
+}
+
+fn gone_within(pid: i32, wait: Duration) -> bool {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let deadline = Instant::now() + wait;
     while is_running(&proc_dir) {
         if Instant::now() >= deadline {
-            return Err(DaemonError::StillRunning { pid: d.pid });
+            return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(Some(d.pid))
+    true
 }
 
 /// Whether the process at `/proc/PID` exists and is not a zombie.

@@ -8,6 +8,7 @@
 //! daemon's defaults cannot (by the client alone), so they are set to the
 //! ceiling the profiles allow and read back.
 
+pub mod admission;
 pub mod ceiling;
 pub mod control;
 pub mod daemon;

@@ -23,7 +23,7 @@ pub struct Server {
     pub uid: u32,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("the MPS control daemon is not running: nothing listens on {} ({errno}); run `gpuwarden mps start`", path.display())]
     NotListening { path: PathBuf, errno: nix::Error },

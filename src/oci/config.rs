@@ -164,6 +164,31 @@ impl ContainerConfig {
         }
     }
 
+    /// Each mount as (destination, source).
+    pub fn mounts(&self) -> Vec<(&str, &str)> {
+        let list = self.at(&["mounts"]).and_then(Value::as_array).into_iter().flatten();
+        list.filter_map(|m| Some((m.get("destination")?.as_str()?, m.get("source").and_then(Value::as_str).unwrap_or("")))).collect()
+    }
+
+    /// Bind-mounts `source` at `destination` (read-write, nosuid, nodev),
+    /// unless the last mount there already is that bind.
+    pub fn ensure_bind_mount(&mut self, destination: &str, source: &str) {
+        if self.mounts().iter().rev().find(|(d, _)| *d == destination).is_some_and(|(_, s)| *s == source) {
+            return;
+        }
+        let mounts = self.0.as_object_mut().expect("a config is an object").entry("mounts").or_insert(Value::Array(Vec::new()));
+        if !mounts.is_array() {
+            *mounts = Value::Array(Vec::new());
+        }
+        let mount = serde_json::json!({"destination": destination, "type": "bind", "source": source, "options": ["rbind", "rw", "nosuid", "nodev"]});
+        mounts.as_array_mut().expect("just made an array").push(mount);
+    }
+
+    /// The UID the container's process runs as (0 when the config names none).
+    pub fn uid(&self) -> u32 {
+        self.at(&["process", "user", "uid"]).and_then(Value::as_u64).and_then(|u| u32::try_from(u).ok()).unwrap_or(0)
+    }
+
     pub fn root_readonly(&self) -> bool {
         self.at(&["root", "readonly"]).and_then(Value::as_bool).unwrap_or(false)
     }

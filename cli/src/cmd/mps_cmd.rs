@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::{inventory_cmd, MpsArgs, Result};
 use gpuwarden::config::Config;
-use gpuwarden::mps::daemon::{self, DaemonStatus, Started};
+use gpuwarden::mps::daemon::{self, DaemonStatus, Started, Stopped};
 use gpuwarden::mps::Ceiling;
 
 fn devices(args: &MpsArgs, config: &Config) -> Result<u32> {
@@ -36,7 +36,10 @@ pub fn start(args: &MpsArgs, config: &Config) -> Result<ExitCode> {
 
 pub fn stop(config: &Config) -> Result<ExitCode> {
     match daemon::stop(&config.mps)? {
-        Some(pid) => println!("stopped the MPS control daemon (pid {pid})"),
+        Some(Stopped::Quit { pid }) => println!("stopped the MPS control daemon (pid {pid})"),
+        Some(Stopped::Ended { pid }) => {
+            println!("stopped the MPS control daemon (pid {pid}): it did not quit within 5 s (busy or hung servers), so it and its servers were ended with signals")
+        }
         None => println!("no MPS control daemon answers in {}: nothing to stop", config.mps.pipe_directory.display()),
     }
     Ok(ExitCode::SUCCESS)

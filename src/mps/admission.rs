@@ -1,0 +1,99 @@
+//! Would MPS hold for this container? Checked at admission, because a CUDA
+//! client that cannot reach the daemon carries on without MPS, with the whole
+//! GPU and no limit, while the ledger shows it within its share. Pure: the
+//! config and what the probe saw in, the reason out.
+
+use std::path::Path;
+
+use super::probe::{Daemon, ProbeError};
+use super::PIPE_ENV;
+use crate::config::MpsConfig;
+use crate::oci::ContainerConfig;
+
+const REGENERATE: &str = "generate the spec again (gpuwarden cdi generate) and start the container with a profile device";
+
+/// `Ok` when the container reaches gpuwarden's daemon and can be served by
+/// it now; else why not, and what to run.
+pub fn check(cfg: &ContainerConfig, mps: &MpsConfig, daemon: Result<Daemon, ProbeError>) -> Result<(), String> {
+    let pipe = mps.pipe_directory.display().to_string();
+    let shm = mps.shm_directory.display().to_string();
+    let mounts = cfg.mounts();
+    if !mounts.iter().any(|(dest, src)| Path::new(dest) == mps.pipe_directory && Path::new(src) == mps.pipe_directory) {
+        return Err(format!("the MPS pipe directory {pipe} is not mounted, so CUDA would run without MPS and its limits: {REGENERATE}"));
+    }
+    // The last mount at /dev/shm is the one the container sees.
+    if mounts.iter().rev().find(|(dest, _)| *dest == "/dev/shm").is_none_or(|(_, src)| Path::new(src) != mps.shm_directory) {
+        return Err(format!("/dev/shm is not the MPS daemon's ({shm}), so CUDA cannot reach the MPS server: {REGENERATE}"));
+    }
+    match cfg.env(PIPE_ENV) {
+        Some(p) if Path::new(p) == mps.pipe_directory => {}
+        other => {
+            return Err(format!("{PIPE_ENV} is {}, not {pipe}: CUDA would look for another daemon; is the precreate hook installed? (gpuwarden podman install-hook)", other.unwrap_or("unset")));
+        }
+    }
+    let daemon = daemon.map_err(|e| e.to_string())?;
+    let uid = cfg.uid();
+    if let Some(other) = daemon.servers.iter().find(|s| s.uid != uid) {
+        return Err(format!(
+            "an MPS server for uid {} is active (pid {}), and MPS serves one uid at a time: a client of uid {uid} would wait until it has no clients; run the container as uid {} (--user {}), or once that uid's GPU containers are stopped",
+            other.uid, other.pid, other.uid, other.uid
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::mps::probe::Server;
+    use crate::oci::tests_support::podman_like;
+    use crate::rewrite::apply_profile;
+
+    fn client(uid: u32) -> ContainerConfig {
+        let mut v: serde_json::Value = serde_json::from_slice(&podman_like().to_json()).unwrap();
+        v["mounts"] = serde_json::json!([
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
+            {"destination": "/run/gpuwarden/mps/pipe", "source": "/run/gpuwarden/mps/pipe", "options": ["rw", "bind"]},
+            {"destination": "/dev/shm", "source": "/run/gpuwarden/mps/shm", "options": ["rw", "bind"]},
+        ]);
+        v["process"]["user"] = serde_json::json!({"uid": uid, "gid": uid});
+        let mut cfg = ContainerConfig::parse(&serde_json::to_vec(&v).unwrap(), "t").unwrap();
+        apply_profile(&mut cfg, &Config::default()).unwrap();
+        cfg
+    }
+
+    fn up(servers: &[(i32, u32)]) -> Result<Daemon, ProbeError> {
+        Ok(Daemon { pid: 10, servers: servers.iter().map(|&(pid, uid)| Server { pid, uid }).collect() })
+    }
+
+    fn edit(cfg: &ContainerConfig, f: impl FnOnce(&mut serde_json::Value)) -> ContainerConfig {
+        let mut v: serde_json::Value = serde_json::from_slice(&cfg.to_json()).unwrap();
+        f(&mut v);
+        ContainerConfig::parse(&serde_json::to_vec(&v).unwrap(), "t").unwrap()
+    }
+
+    #[test]
+    fn a_client_with_the_folders_and_a_live_daemon_of_its_uid_is_served() {
+        let mps = Config::default().mps;
+        assert_eq!(check(&client(0), &mps, up(&[])), Ok(()));
+        assert_eq!(check(&client(1000), &mps, up(&[(20, 1000)])), Ok(()));
+    }
+
+    #[test]
+    fn missing_folders_a_dead_daemon_and_another_uid_are_refused_with_what_to_do() {
+        let mps = Config::default().mps;
+        let no_pipe = edit(&client(0), |v| {
+            v["mounts"].as_array_mut().unwrap().remove(1);
+        });
+        assert!(check(&no_pipe, &mps, up(&[])).unwrap_err().contains("pipe directory /run/gpuwarden/mps/pipe is not mounted"));
+        let podman_shm = edit(&client(0), |v| v["mounts"].as_array_mut().unwrap().truncate(2));
+        assert!(check(&podman_shm, &mps, up(&[])).unwrap_err().contains("/dev/shm is not the MPS daemon's (/run/gpuwarden/mps/shm)"));
+        let other_pipe = edit(&client(0), |v| v["process"]["env"] = serde_json::json!(["CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps"]));
+        assert!(check(&other_pipe, &mps, up(&[])).unwrap_err().contains("CUDA_MPS_PIPE_DIRECTORY is /tmp/nvidia-mps"));
+        let dead = Err(ProbeError::NotListening { path: "/run/gpuwarden/mps/pipe/control".into(), errno: nix::Error::ECONNREFUSED });
+        assert!(check(&client(0), &mps, dead).unwrap_err().contains("run `gpuwarden mps start`"));
+        let e = check(&client(1000), &mps, up(&[(20, 0)])).unwrap_err();
+        assert!(e.contains("an MPS server for uid 0 is active (pid 20)") && e.contains("--user 0"), "{e}");
+    }
+}
