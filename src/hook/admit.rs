@@ -105,8 +105,6 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     if config.mps.enabled {
         crate::mps::admission::check(&cfg, &config.mps, (env.daemon)(&config.mps))
             .map_err(|why| AdmitError::Mps { id: id.clone(), profile: profile.clone(), why })?;
-    } else {
-        tracing::warn!("{id} ({profile}): MPS is off ([mps] enabled = false), so nothing limits it on the GPU: its share is bookkeeping only");
     }
 
     let store = LedgerStore::new(env.state_dir.unwrap_or(&config.state_dir));
@@ -143,6 +141,9 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     locked.ledger.insert(reservation.clone());
     locked.save().map_err(ledger_err)?;
     tracing::info!("admitted {} ({}): {}%, {} in {}", reservation.label(), reservation.profile, reservation.threads, reservation.pinned_bytes, store.path().display());
+    if !config.mps.enabled {
+        tracing::warn!("admitted {} ({}), but MPS is off ([mps] enabled = false): nothing limits it on the GPU, its share is bookkeeping only", reservation.label(), reservation.profile);
+    }
     Ok(Admission::Admitted(reservation))
 }
 
