@@ -24,6 +24,7 @@ NAMES="gw-demo-render gw-demo-comfy1 gw-demo-comfy2 gw-demo-comfy3"
 remove_containers() { for n in $NAMES; do podman rm -f -t 0 "$n" >/dev/null 2>&1 || true; done; }
 cleanup() {
   remove_containers
+  [ -f "$WORK/config.toml" ] && $BIN --config "$WORK/config.toml" mps stop >/dev/null 2>&1
   rm -f "$SPEC"
   rm -rf "$WORK"
 }
@@ -39,6 +40,11 @@ fi
 cat > "$WORK/config.toml" <<EOC
 inventory = "builtin:rtx4070"
 state_dir = "$WORK/state"
+
+[mps]                            # the demo's own daemon folders (default: /run/gpuwarden/mps)
+pipe_directory = "$WORK/mps/pipe"
+log_directory = "$WORK/mps/log"
+shm_directory = "$WORK/mps/shm"
 
 [budget.reserves]
 steam = "4GiB"
@@ -68,6 +74,9 @@ $GW cdi generate --driver-root "$FIX/root" --dev-root "$FIX" --output "$SPEC"
 $GW cdi validate "$SPEC"
 $GW podman install-hook --hooks-dir "$WORK/hooks.d"
 
+step "The MPS control daemon (NVIDIA's, no GPU needed to answer): its defaults bind every CUDA client"
+$GW mps start
+
 step "A Blender render starts (nvidia.com/gpu=blender: 50% of the SMs, 5 GiB)"
 admitted gw-demo-render blender
 $GW status
@@ -86,6 +95,12 @@ admitted gw-demo-comfy1 comfyui
 admitted gw-demo-comfy2 comfyui
 refused gw-demo-comfy3 comfyui
 $GW status
+
+step "Without the MPS daemon, a worker would run with no limit on the GPU: it is refused"
+$GW mps stop
+podman rm -f -t 0 gw-demo-comfy3 >/dev/null
+refused gw-demo-comfy3 comfyui
+$GW mps start >/dev/null
 
 step "A worker asks for 60% of the SMs, more than its profile allows (--annotation gpuwarden.io/threads=60)"
 podman rm -f -t 0 gw-demo-comfy3 >/dev/null

@@ -68,11 +68,12 @@ pub enum AdmitError {
 pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     let state = HookState::parse(input)?;
     let cfg = ContainerConfig::from_bundle(state.bundle()?)?;
-    let id = state.short_id().to_string();
+    // Every refusal names the container as `podman ps` shows it, and its name when it has one.
+    let name = super::container_name(&state, &cfg);
+    let id = name.as_ref().map_or_else(|| state.short_id().to_string(), |n| format!("{} {n}", state.short_id()));
     if let Some(reason) = cfg.annotation(REFUSAL_ANNOTATION) {
-        let label = super::container_name(&state, &cfg).map_or_else(|| id.clone(), |n| format!("{id} {n}"));
         let profile = cfg.profile_name().ok().flatten().map_or_else(String::new, |p| format!(" ({p})"));
-        return Err(AdmitError::Precreate { id: label, profile, reason: reason.to_string() });
+        return Err(AdmitError::Precreate { id, profile, reason: reason.to_string() });
     }
     let Some(named) = cfg.profile_name().map_err(|e| AdmitError::Profile { id: id.clone(), source: RewriteError::TwoProfiles(e) })? else {
         tracing::debug!("{id} has no gpuwarden profile: nothing to admit");
@@ -115,12 +116,10 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
         tracing::warn!("reclaimed stale reservation {} ({}): process {} is gone", r.label(), r.profile, r.pid);
     }
     locked.ledger.remove(&state.id);
-    let name = super::container_name(&state, &cfg);
-    let label = name.as_ref().map_or_else(|| id.clone(), |n| format!("{id} {n}"));
     for gpu in &gpus {
         let holders = locked.ledger.on_gpu(&gpu.uuid);
         if let Err(shortfall) = budget::check(gpu, &holders, &share) {
-            let line = budget::refusal(&label, &profile, gpu, &shortfall, &holders);
+            let line = budget::refusal(&id, &profile, gpu, &shortfall, &holders);
             if !stale.is_empty() {
                 locked.save().map_err(ledger_err)?;
             }

@@ -82,3 +82,22 @@ pub fn render(config: &Config, status: std::result::Result<DaemonStatus, daemon:
     let _ = writeln!(out, "  a share holds per CUDA process: a container that starts two CUDA processes takes two client slots");
     out
 }
+
+/// The MPS part of `status --json`.
+pub fn json(config: &Config, status: &std::result::Result<DaemonStatus, daemon::DaemonError>) -> serde_json::Value {
+    use serde_json::json;
+    match (config.mps.enabled, status) {
+        (false, _) => json!({"enabled": false, "enforced": false}),
+        (true, Err(e)) => json!({"enabled": true, "enforced": false, "running": false, "error": gpuwarden::text::one_line(e)}),
+        (true, Ok(s)) => json!({
+            "enabled": true,
+            "enforced": true,
+            "running": true,
+            "pid": s.pid,
+            "pipe_directory": config.mps.pipe_directory,
+            "default_thread_percentage": s.threads,
+            "default_pinned_bytes": s.pinned.iter().map(|(o, l)| (o.to_string(), json!(l.map(|l| l.as_u64())))).collect::<serde_json::Map<_, _>>(),
+            "servers": s.servers.iter().map(|(srv, clients)| json!({"pid": srv.pid, "uid": srv.uid, "clients": clients})).collect::<Vec<_>>(),
+        }),
+    }
+}

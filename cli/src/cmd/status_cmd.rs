@@ -17,10 +17,14 @@ pub fn status(args: &StatusArgs, config: &Config) -> Result<ExitCode> {
     let inv = super::inventory_cmd::for_status(a.inventory.as_deref(), a.driver_root.as_deref(), config)?;
     let ledger = store(&a.state_dir, config).read()?;
     let status = gpuwarden::status::gather(&inv, config, &ledger, &ProcFs);
+    let mps = gpuwarden::mps::daemon::status(&config.mps, u32::try_from(inv.gpus.len())?);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&gpuwarden::status::render_json(&status, now()))?);
+        let mut v = gpuwarden::status::render_json(&status, now());
+        v["mps"] = super::mps_cmd::json(config, &mps);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", gpuwarden::status::render_text(&status, now()));
+        print!("{}", super::mps_cmd::render(config, mps));
     }
     Ok(ExitCode::SUCCESS)
 }
