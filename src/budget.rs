@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::config::BudgetConfig;
-use crate::inventory::Gpu;
+use crate::inventory::{Gpu, GpuProcess};
 use crate::ledger::Reservation;
 use crate::rewrite::Share;
 use crate::size::ByteSize;
@@ -22,6 +22,9 @@ pub struct GpuCapacity {
     pub thread_ceiling: u32,
     pub max_clients: u32,
     pub reserves: BTreeMap<String, ByteSize>,
+    /// Processes using the GPU outside any reservation (a game, the desktop,
+    /// anything unknown); `None` without a live view (no NVML).
+    pub outside: Option<Vec<GpuProcess>>,
 }
 
 impl GpuCapacity {
@@ -35,7 +38,30 @@ impl GpuCapacity {
             thread_ceiling: b.thread_ceiling.get(),
             max_clients: b.max_clients.get(),
             reserves: b.reserves,
+            outside: gpu.processes.clone(),
         }
+    }
+
+    /// Keeps in `outside` only the processes that `held` says belong to no
+    /// reservation.
+    pub fn leave_out(mut self, held: impl Fn(i32) -> bool) -> Self {
+        if let Some(list) = &mut self.outside {
+            list.retain(|p| !held(p.pid));
+        }
+        self
+    }
+
+    /// Memory used outside gpuwarden beyond what the reserves set aside for
+    /// it: the reserves are there for those processes, so only the rest
+    /// shrinks what reservations may take.
+    pub fn live_excess(&self) -> ByteSize {
+        let used = self.outside.iter().flatten().fold(ByteSize::ZERO, |a, p| a.checked_add(p.used_memory_bytes).unwrap_or(ByteSize::bytes(u64::MAX)));
+        used.saturating_sub(self.reserved_memory())
+    }
+
+    /// `4242 steam_game 6.0 GiB, ...`
+    pub fn outside_text(&self) -> String {
+        self.outside.iter().flatten().map(|p| format!("{} {} {}", p.pid, p.name, p.used_memory_bytes)).collect::<Vec<_>>().join(", ")
     }
 
     /// Total memory less the reserves: what reservations may pin.
@@ -119,7 +145,7 @@ pub struct Shortfall {
 pub fn check(gpu: &GpuCapacity, holders: &[&Reservation], share: &Share) -> Result<(), Shortfall> {
     let used = usage(holders);
     let shareable = gpu.shareable_memory();
-    let mem_left = shareable.saturating_sub(used.pinned);
+    let mem_left = shareable.saturating_sub(used.pinned).saturating_sub(gpu.live_excess());
     if share.pinned > mem_left {
         return Err(Shortfall {
             resource: Resource::PinnedMemory,
@@ -159,6 +185,10 @@ pub fn refusal(container: &str, profile: &str, gpu: &GpuCapacity, shortfall: &Sh
     let _ = write!(s, " (held by {named}");
     if holders.len() > HOLDERS_SHOWN {
         let _ = write!(s, " and {} more", holders.len() - HOLDERS_SHOWN);
+    }
+    let excess = gpu.live_excess();
+    if shortfall.resource == Resource::PinnedMemory && excess > ByteSize::ZERO {
+        let _ = write!(s, "; in use outside gpuwarden: {}, {excess} beyond the reserves", gpu.outside_text());
     }
     let _ = write!(s, "; reserved: {})", gpu.reserves_text());
     s

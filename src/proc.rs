@@ -2,9 +2,13 @@
 //! while its pid exists with the start time recorded at admission (a pid
 //! alone can be reused by another process).
 
-/// Reads the start time of a process, in clock ticks since boot.
+/// What gpuwarden reads of a process.
 pub trait Processes {
+    /// Its start time, in clock ticks since boot.
     fn start_time(&self, pid: i32) -> Option<u64>;
+    /// Its `/proc/PID/cgroup`, whose paths carry the container id under
+    /// Podman (`libpod-ID`) and Docker (`docker/ID`, `docker-ID.scope`).
+    fn cgroup(&self, pid: i32) -> Option<String>;
 }
 
 /// The real process table, through `/proc`.
@@ -17,6 +21,15 @@ impl Processes for ProcFs {
         }
         parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
     }
+
+    fn cgroup(&self, pid: i32) -> Option<String> {
+        (pid > 0).then(|| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()).flatten()
+    }
+}
+
+/// Whether process `pid` runs in the container `id` (its full id), as its cgroup says.
+pub fn in_container(processes: &dyn Processes, pid: i32, id: &str) -> bool {
+    id.len() >= 12 && processes.cgroup(pid).is_some_and(|cg| cg.contains(id))
 }
 
 /// Field 22 of `/proc/PID/stat`; the command name (field 2) may hold spaces

@@ -24,7 +24,7 @@ pub fn gather<'a>(inventory: &Inventory, config: &Config, ledger: &'a Ledger, pr
         .gpus
         .iter()
         .map(|gpu| {
-            let capacity = GpuCapacity::new(gpu, &config.budget);
+            let capacity = GpuCapacity::new(gpu, &config.budget).leave_out(|pid| ledger.holds_process(processes, pid));
             let holders = ledger.on_gpu(&gpu.uuid);
             GpuStatus {
                 usage: usage(&holders),
@@ -79,12 +79,13 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
                 bar(u.pinned.as_u64().into(), shareable.as_u64().into()),
                 u.pinned,
                 shareable,
-                shareable.saturating_sub(u.pinned),
+                shareable.saturating_sub(u.pinned).saturating_sub(c.live_excess()),
                 c.total_memory,
                 c.reserves_text()
             );
         }
         let _ = writeln!(out, "  clients  {}  {} of {}", bar(u.clients.into(), c.max_clients.into()), u.clients, c.max_clients);
+        let _ = writeln!(out, "  live     {}", live_text(c));
         if s.holders.is_empty() {
             let _ = writeln!(out, "  no reservations");
             continue;
@@ -113,6 +114,15 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
     out
 }
 
+/// What runs on the GPU outside the reservations, or that nobody can tell.
+fn live_text(c: &GpuCapacity) -> String {
+    match &c.outside {
+        None => "unknown (no NVML): the check is ledger-only".into(),
+        Some(list) if list.is_empty() => "nothing outside gpuwarden's reservations".into(),
+        Some(_) => format!("outside gpuwarden: {} ({} beyond the reserves)", c.outside_text(), c.live_excess()),
+    }
+}
+
 pub fn render_json(status: &[GpuStatus], now: u64) -> Value {
     let gpus: Vec<Value> = status
         .iter()
@@ -127,11 +137,15 @@ pub fn render_json(status: &[GpuStatus], now: u64) -> Value {
                 "pinned_memory": {
                     "used_bytes": u.pinned.as_u64(),
                     "shareable_bytes": shareable.as_u64(),
-                    "left_bytes": shareable.saturating_sub(u.pinned).as_u64(),
+                    "left_bytes": shareable.saturating_sub(u.pinned).saturating_sub(c.live_excess()).as_u64(),
                     "total_bytes": c.total_memory.as_u64(),
                 },
                 "clients": {"used": u.clients, "max": c.max_clients},
                 "problem": c.reserves_problem(),
+                "live": match &c.outside {
+                    None => json!({"known": false}),
+                    Some(list) => json!({"known": true, "outside": list, "beyond_reserves_bytes": c.live_excess().as_u64()}),
+                },
                 "reserves": c.reserves.iter().map(|(k, v)| (k.clone(), json!(v.as_u64()))).collect::<serde_json::Map<_, _>>(),
                 "reservations": s.holders.iter().map(|(r, stale)| {
                     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
@@ -167,6 +181,7 @@ mod tests {
         assert!(text.contains("50% of 100%"), "{text}");
         assert!(text.contains("6.0 GiB of 7.5 GiB  1.5 GiB left  (of 12.0 GiB; reserved: steam 4.0 GiB, system 0.5 GiB)"), "{text}");
         assert!(text.contains("2 of 48"), "{text}");
+        assert!(text.contains("live     unknown (no NVML): the check is ledger-only"), "{text}");
         assert!(text.contains("77aa00112233") && text.contains("2m13s"), "{text}");
         let header = text.lines().find(|l| l.contains("CONTAINER")).unwrap_or_else(|| panic!("no column headers: {text}"));
         assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["CONTAINER", "NAME", "PROFILE", "THREADS", "PINNED", "AGE"]);

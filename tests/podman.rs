@@ -443,3 +443,43 @@ fn a_container_of_another_uid_is_refused_while_a_root_server_is_active() {
     w.mps(&["stop"], &[]);
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server_pid), nix::sys::signal::Signal::SIGKILL);
 }
+
+#[test]
+fn a_game_on_the_gpu_beyond_the_reserves_refuses_a_render_that_fits_by_the_ledger() {
+    let Some(mut w) = World::new("a_game_on_the_gpu_beyond_the_reserves_refuses_a_render_that_fits_by_the_ledger", true, "") else { return };
+    // The inventory file stands in for NVML: the GPU, and what runs on it now.
+    let mut inv: serde_json::Value = serde_json::from_slice(&gpuwarden(&["inventory", "--inventory", "builtin:rtx4070", "--json"], b"").stdout).unwrap();
+    let inv_path = w.dir.path().join("live.json");
+    let write_config = |w: &World, inv: &serde_json::Value| {
+        std::fs::write(&inv_path, inv.to_string()).unwrap();
+        let m = w.mps_dir();
+        let text = format!(
+            "inventory = \"{}\"\nstate_dir = \"{}\"\n[mps]\npipe_directory = \"{m}/pipe\"\nlog_directory = \"{m}/log\"\nshm_directory = \"{m}/shm\"\n[budget.reserves]\nsystem = \"512MiB\"\n",
+            inv_path.display(),
+            w.state_dir().display(),
+            m = m.display()
+        );
+        std::fs::write(&w.config, text).unwrap();
+    };
+    write_config(&w, &inv);
+    let o = w.start("comfy", &["--device", "nvidia.com/gpu=comfyui"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let comfy = w.id("comfy");
+    // 11.5 GiB to share, 3 held: a 5 GiB render fits by the ledger. A game takes 6 GiB, 5.5 beyond the reserves.
+    inv["gpus"][0]["processes"] = serde_json::json!([{"pid": 4242, "name": "steam_game", "used_memory_bytes": 6u64 << 30}]);
+    write_config(&w, &inv);
+    let line = refusal(&w.start("render", &["--device", "nvidia.com/gpu=blender", "--annotation", "gpuwarden.io/name=render"]));
+    let render = w.id("render");
+    assert_eq!(
+        line,
+        format!(
+            "gpuwarden: refused {} render (blender) on GPU 0 (RTX 4070): needs 5.0 GiB pinned memory, 3.0 GiB left of 11.5 GiB \
+             (held by {} (comfyui) 3.0 GiB; in use outside gpuwarden: 4242 steam_game 6.0 GiB, 5.5 GiB beyond the reserves; reserved: system 0.5 GiB)",
+            &render[..12],
+            &comfy[..12]
+        )
+    );
+    let s = w.status();
+    assert_eq!(s["gpus"][0]["live"]["outside"][0]["name"], "steam_game");
+    assert_eq!(s["gpus"][0]["pinned_memory"]["left_bytes"], 3u64 << 30);
+}

@@ -117,9 +117,11 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     }
     locked.ledger.remove(&state.id);
     for gpu in &gpus {
+        // What runs on the GPU outside the reservations counts beyond the reserves.
+        let gpu = gpu.clone().leave_out(|pid| locked.ledger.holds_process(env.processes, pid));
         let holders = locked.ledger.on_gpu(&gpu.uuid);
-        if let Err(shortfall) = budget::check(gpu, &holders, &share) {
-            let line = budget::refusal(&id, &profile, gpu, &shortfall, &holders);
+        if let Err(shortfall) = budget::check(&gpu, &holders, &share) {
+            let line = budget::refusal(&id, &profile, &gpu, &shortfall, &holders);
             if !stale.is_empty() {
                 locked.save().map_err(ledger_err)?;
             }
@@ -154,6 +156,7 @@ mod tests {
     use crate::oci::tests_support::podman_like;
     use crate::rewrite::apply_profile;
     use std::collections::HashMap;
+    use crate::size::ByteSize;
     use std::path::Path;
 
     struct World {
@@ -162,6 +165,8 @@ mod tests {
         store: LedgerStore,
         procs: FakeProcesses,
         daemon: Result<crate::mps::Daemon, crate::mps::ProbeError>,
+        /// What the inventory says runs on GPU 0.
+        live: Option<Vec<crate::inventory::GpuProcess>>,
     }
 
     impl World {
@@ -169,7 +174,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let config = Config::parse("[budget.reserves]\nsteam = \"4GiB\"\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
             let store = LedgerStore::new(&dir.path().join("state"));
-            World { dir, config, store, procs: FakeProcesses(HashMap::new()), daemon: Ok(crate::mps::Daemon { pid: 1, servers: Vec::new() }) }
+            World { dir, config, store, procs: FakeProcesses(HashMap::new()), daemon: Ok(crate::mps::Daemon { pid: 1, servers: Vec::new() }), live: None }
         }
 
         /// A bundle for container `id` with `profile`, rewritten as precreate does.
@@ -201,7 +206,12 @@ mod tests {
             let settings = move || Ok(config.clone());
             let dir = self.dir.path().join("state");
             let daemon = |_: &crate::config::MpsConfig| self.daemon.clone();
-            let env = HookEnv { settings: &settings, state_dir: Some(&dir), processes: &self.procs, inventory: &rtx4070, daemon: &daemon, now: 1000 };
+            let inventory = |_: &Config| {
+                let mut inv = builtin("rtx4070").unwrap();
+                inv.gpus[0].processes = self.live.clone();
+                Ok(inv)
+            };
+            let env = HookEnv { settings: &settings, state_dir: Some(&dir), processes: &self.procs, inventory: &inventory, daemon: &daemon, now: 1000 };
             admit(&serde_json::to_vec(&state).unwrap(), &env)
         }
     }
@@ -265,6 +275,34 @@ mod tests {
         assert!(!w.store.path().exists(), "a refusal changes no state");
         w.config = Config::parse("[mps]\nenabled = false\n", Path::new("c")).unwrap();
         assert!(matches!(w.admit("comfy1000000bb", "comfyui", 11), Ok(Admission::Admitted(_))), "off is a choice the config makes");
+    }
+
+    #[test]
+    fn a_game_on_the_gpu_counts_beyond_the_reserves_and_is_named() {
+        let mut w = World::new();
+        w.config = Config::parse("[budget.reserves]\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
+        w.admit("c-11-0000000000", "comfyui", 11).unwrap();
+        // By the ledger 8.5 GiB are left, room for the render; a game uses 6 GiB, 5.5 beyond the reserves.
+        let game = crate::inventory::GpuProcess { pid: 4242, name: "steam_game".into(), used_memory_bytes: ByteSize::gib(6) };
+        w.live = Some(vec![game]);
+        let e = w.admit("render000000aa", "blender", 10).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "refused render000000 (blender) on GPU 0 (RTX 4070): needs 5.0 GiB pinned memory, 3.0 GiB left of 11.5 GiB \
+             (held by c-11-0000000 (comfyui) 3.0 GiB; in use outside gpuwarden: 4242 steam_game 6.0 GiB, 5.5 GiB beyond the reserves; reserved: system 0.5 GiB)"
+        );
+        w.live = Some(Vec::new());
+        assert!(matches!(w.admit("render000000aa", "blender", 10), Ok(Admission::Admitted(_))), "the game is gone: it fits");
+    }
+
+    #[test]
+    fn a_containers_own_gpu_processes_are_not_counted_twice() {
+        let mut w = World::new();
+        w.config = Config::parse("[budget.reserves]\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
+        // A worker holds 3 GiB, and its CUDA process (pid 11, in its cgroup) uses them.
+        w.admit("c-11-0000000000", "comfyui", 11).unwrap();
+        w.live = Some(vec![crate::inventory::GpuProcess { pid: 11, name: "python3".into(), used_memory_bytes: ByteSize::gib(3) }]);
+        assert!(matches!(w.admit("render000000aa", "blender", 12), Ok(Admission::Admitted(_))), "8.5 GiB left by the ledger, nothing outside");
     }
 
     #[test]

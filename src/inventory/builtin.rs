@@ -20,6 +20,7 @@ pub fn builtin(name: &str) -> Option<Inventory> {
                 minor: 0,
                 pci_bus_id: "00000000:01:00.0".into(),
                 compute_capability: "8.9".into(),
+                processes: None,
             }],
         }),
         _ => None,

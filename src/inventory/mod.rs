@@ -42,6 +42,22 @@ pub struct Gpu {
     pub pci_bus_id: String,
     /// `8.9`.
     pub compute_capability: String,
+    /// The processes using it and their memory, when known live (NVML, or an
+    /// inventory file standing in for it); `None` means no live view, and the
+    /// budget is then checked against the ledger alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<GpuProcess>>,
+}
+
+/// A process using a GPU, as NVML reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuProcess {
+    pub pid: i32,
+    /// Its command name (`/proc/PID/comm`), for people.
+    pub name: String,
+    #[serde(with = "crate::size::as_bytes")]
+    pub used_memory_bytes: ByteSize,
 }
 
 impl Gpu {

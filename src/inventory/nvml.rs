@@ -7,7 +7,7 @@ use std::path::Path;
 use nvml_wrapper::error::NvmlError as RawNvmlError;
 use nvml_wrapper::Nvml;
 
-use super::{Gpu, Inventory};
+use super::{Gpu, GpuProcess, Inventory};
 use crate::size::ByteSize;
 
 const FALLBACK: &str = "or pass --inventory FILE (or --inventory builtin:rtx4070 for a demo)";
@@ -68,10 +68,35 @@ impl GpuProbe for NvmlProbe {
                 minor: dev.minor_number()?,
                 pci_bus_id: dev.pci_info()?.bus_id.to_lowercase(),
                 compute_capability: format!("{}.{}", cc.major, cc.minor),
+                processes: Some(processes(&dev)?),
             });
         }
         Ok(Inventory { driver_version: nvml.sys_driver_version()?, gpus })
     }
+}
+
+/// The compute and graphics processes on `dev`, each once, with their memory
+/// (0 where NVML cannot tell, as under some Windows display drivers).
+fn processes(dev: &nvml_wrapper::Device) -> Result<Vec<GpuProcess>, NvmlError> {
+    use nvml_wrapper::enums::device::UsedGpuMemory;
+    let mut all = dev.running_compute_processes()?;
+    all.extend(dev.running_graphics_processes()?);
+    let mut out: Vec<GpuProcess> = Vec::new();
+    for p in all {
+        let pid = i32::try_from(p.pid).unwrap_or(i32::MAX);
+        let used = match p.used_gpu_memory {
+            UsedGpuMemory::Used(b) => ByteSize::bytes(b),
+            UsedGpuMemory::Unavailable => ByteSize::ZERO,
+        };
+        match out.iter_mut().find(|o| o.pid == pid) {
+            Some(o) => o.used_memory_bytes = o.used_memory_bytes.max(used),
+            None => {
+                let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or_else(|_| format!("pid {pid}"), |n| n.trim().to_string());
+                out.push(GpuProcess { pid, name, used_memory_bytes: used });
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ impl Default for Ledger {
 }
 
 impl Ledger {
+    /// Whether process `pid` runs in a container that holds a reservation.
+    pub fn holds_process(&self, processes: &dyn Processes, pid: i32) -> bool {
+        self.reservations.iter().any(|r| crate::proc::in_container(processes, pid, &r.id))
+    }
+
     /// The reservations holding a share of GPU `uuid`.
     pub fn on_gpu(&self, uuid: &str) -> Vec<&Reservation> {
         self.reservations.iter().filter(|r| r.gpus.iter().any(|g| g == uuid)).collect()
@@ -89,10 +94,14 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// Live pids with their start times; each one's cgroup names the container `c-PID-0000000000`.
     pub(crate) struct FakeProcesses(pub HashMap<i32, u64>);
     impl Processes for FakeProcesses {
         fn start_time(&self, pid: i32) -> Option<u64> {
             self.0.get(&pid).copied()
+        }
+        fn cgroup(&self, pid: i32) -> Option<String> {
+            self.0.contains_key(&pid).then(|| format!("0::/machine.slice/libpod-c-{pid}-0000000000.scope\n"))
         }
     }
 

@@ -96,7 +96,12 @@ fn write_inventory(inventory: &gpuwarden::inventory::Inventory, path: &Path) -> 
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let mut text = serde_json::to_vec_pretty(inventory)?;
+    // What runs on the GPUs now is no part of what they are.
+    let mut inventory = inventory.clone();
+    for g in &mut inventory.gpus {
+        g.processes = None;
+    }
+    let mut text = serde_json::to_vec_pretty(&inventory)?;
     text.push(b'\n');
     gpuwarden::fsutil::write_atomic(path, &text, 0o644)?;
     Ok(())
