@@ -1,7 +1,8 @@
 //! The runtime side's cost, each subject alternating with its baseline in one
 //! run, with the binaries `scripts/build.sh` installs (target/dist):
 //! - `gpuwarden-hook --version` against `/bin/true` (the cost of one exec);
-//! - `admit` + `release` with a ledger of 40 against `/bin/true` twice;
+//! - `admit` + `release` with a ledger of 40 against `/bin/true` twice (with
+//!   NVIDIA's real MPS control daemon running, which admission probes);
 //! - a container's life in Podman (`podman run -d`, then `podman rm -f`) with
 //!   gpuwarden's three hooks (precreate, admit, release) against the same three
 //!   hooks as `/bin/cat` and `/bin/true`, on the same device and libraries.
@@ -49,14 +50,40 @@ fn exec_cost(hook: &str) {
     compare("gpuwarden-hook --version", 1000, 100, || run(hook, &["--version"], b""), || run("/bin/true", &[], b""), "/bin/true");
 }
 
-fn admit_release(hook: &str) {
+/// The `[mps]` section with folders under `dir`.
+fn mps_section(dir: &Path) -> String {
+    let m = dir.join("mps");
+    format!("[mps]\npipe_directory = \"{m}/pipe\"\nlog_directory = \"{m}/log\"\nshm_directory = \"{m}/shm\"\n", m = m.display())
+}
+
+/// NVIDIA's real MPS control daemon for the run (admission asks it), stopped on drop.
+struct Daemon {
+    cli: String,
+    config: PathBuf,
+}
+
+impl Daemon {
+    fn start(cli: &str, config: &Path) -> Daemon {
+        run(cli, &["--config", config.to_str().unwrap(), "mps", "start"], b"");
+        Daemon { cli: cli.to_string(), config: config.to_path_buf() }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.cli).args(["--config", self.config.to_str().unwrap(), "mps", "stop"]).output();
+    }
+}
+
+fn admit_release(cli: &str, hook: &str) {
     let state_dir = StateDir::new();
     let dir = state_dir.path();
     println!("(ledger on {}, a {} file system)", dir.display(), fs_type(dir));
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
     let config = dir.join("config.toml");
-    std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n[budget]\nreserves = {{}}\n[profiles.tiny]\nthreads = 1\npinned_memory = \"16MiB\"\n", state.display())).unwrap();
+    std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n{}[budget]\nreserves = {{}}\n[profiles.tiny]\nthreads = 1\npinned_memory = \"16MiB\"\n", state.display(), mps_section(dir))).unwrap();
+    let _daemon = Daemon::start(cli, &config);
     let me = std::process::id();
     let start = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
     let start: u64 = start[start.rfind(')').unwrap() + 1..].split_whitespace().nth(19).unwrap().parse().unwrap();
@@ -93,8 +120,9 @@ fn podman_life(cli: &str, hook: &str) {
     let state_dir = StateDir::new();
     let dir = state_dir.path();
     let config = dir.join("config.toml");
-    std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n", dir.join("state").display())).unwrap();
+    std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n{}", dir.join("state").display(), mps_section(dir))).unwrap();
     let c = config.to_str().unwrap();
+    let _daemon = Daemon::start(cli, &config);
     let (r, d) = (root.to_str().unwrap(), dev.to_str().unwrap());
     // Two specs: gpuwarden's hooks, and the same hooks as /bin/true.
     let specs = ["/var/run/cdi/gpuwarden-bench.yaml", "/var/run/cdi/gpuwarden-bench-trivial.yaml"];
@@ -200,6 +228,6 @@ fn main() {
         println!("SKIPPED admit/release and podman: the tmpfs, mknod and rootful Podman need root");
         return;
     }
-    admit_release(hook);
+    admit_release(cli, hook);
     podman_life(cli, hook);
 }

@@ -138,3 +138,25 @@ fn a_missing_binary_and_folders_someone_else_made_are_refused_with_the_way_out()
     assert_one_line_error(&m.gpuwarden(&["start"]), &format!("{} is owned by uid 1000", m.pipe().display()));
     assert_eq!(m.daemon_pid(), None);
 }
+
+#[test]
+fn systemd_accepts_the_units_in_the_repo() {
+    let Ok(o) = Command::new("systemd-analyze").arg("--version").output() else {
+        skip("systemd_accepts_the_units_in_the_repo", "systemd-analyze is not installed (it comes with systemd)");
+        return;
+    };
+    assert!(o.status.success());
+    // The units name /usr/local/bin, where the README installs; here they run the built binary.
+    let dir = tempfile::tempdir().unwrap();
+    let units = std::fs::read_dir(repo().join("systemd")).unwrap();
+    let mut checked = 0;
+    for unit in units.flatten() {
+        let text = std::fs::read_to_string(unit.path()).unwrap().replace("/usr/local/bin/gpuwarden", bin());
+        let copy = dir.path().join(unit.file_name());
+        std::fs::write(&copy, text).unwrap();
+        let o = Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
+        assert!(o.status.success() && stderr(&o).trim().is_empty(), "{}: {}", unit.path().display(), stderr(&o));
+        checked += 1;
+    }
+    assert!(checked >= 1, "no units in systemd/");
+}
