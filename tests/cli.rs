@@ -248,3 +248,40 @@ fn resetting_a_healthy_empty_ledger_changes_nothing() {
     let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!names.iter().any(|n| n.contains(".bad-")), "{names:?}");
 }
+
+#[test]
+fn the_live_view_gpuwarden_live_writes_reaches_admission_while_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("state");
+    let live = dir.path().join("live.json");
+    // The hooks' inventory has no processes (like the file `cdi generate` writes);
+    // MPS is off: this test is about memory (MPS is tested in tests/mps.rs, tests/podman.rs).
+    let config = write(
+        dir.path(),
+        "config.toml",
+        &format!("inventory = \"builtin:rtx4070\"\n[mps]\nenabled = false\n[live]\nfile = \"{}\"\n[budget.reserves]\nsystem = \"512MiB\"\n", live.display()),
+    );
+    // An inventory file with processes stands in for NVML.
+    let mut standin: serde_json::Value = serde_json::from_slice(&gpuwarden(&["inventory", "--inventory", "builtin:rtx4070", "--json"], b"").stdout).unwrap();
+    standin["gpus"][0]["processes"] = serde_json::json!([{"pid": 4242, "name": "steam_game", "used_memory_bytes": 11u64 << 30}]);
+    let standin = write(dir.path(), "standin.json", &standin.to_string());
+    let o = gpuwarden(&["--config", &config, "live", "--once", "--inventory", &standin], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), format!("wrote {} (1 GPU(s), 1 process(es))", live.display()));
+    let state = conforming_container(dir.path());
+    let admit = ["admit", "--config", &config, "--state-dir", s.to_str().unwrap()];
+    let o = hook(&admit, state.as_bytes());
+    assert_one_line_error(&o, "needs 3.0 GiB pinned memory, 1.0 GiB left of 11.5 GiB (held by nobody; in use outside gpuwarden: 4242 steam_game 11.0 GiB, 10.5 GiB beyond the reserves");
+    let o = gpuwarden(&["--config", &config, "status", "--state-dir", s.to_str().unwrap()], b"");
+    assert!(stdout(&o).contains(&format!("LIVE live view from {} (", live.display())), "{}", stdout(&o));
+    // Stale (its writer died): ignored, and said.
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&live).unwrap()).unwrap();
+    v["written_at"] = 1.into();
+    std::fs::write(&live, v.to_string()).unwrap();
+    let o = gpuwarden(&["--config", &config, "status", "--state-dir", s.to_str().unwrap()], b"");
+    assert!(stdout(&o).contains("too old to trust (is `gpuwarden live` running?): the check is ledger-only"), "{}", stdout(&o));
+    let o = hook(&admit, state.as_bytes());
+    assert!(o.status.success(), "ledger-only: it fits: {}", stderr(&o));
+    // An inventory that says nothing of processes is no live view.
+    assert_one_line_error(&gpuwarden(&["--config", &config, "live", "--once", "--inventory", "builtin:rtx4070"], b""), "no `processes`");
+}

@@ -52,7 +52,12 @@ pub fn run(stage: Stage) -> Result<()> {
             stdout.flush()?;
         }
         Stage::Admit(o) => {
-            let inventory = |config: &Config| hook::load_inventory(o.inventory.as_deref(), config);
+            let inventory = |config: &Config| {
+                let mut inv = hook::load_inventory(o.inventory.as_deref(), config)?;
+                let live = gpuwarden::live::merge(&mut inv, &config.live.file, now(), config.live.max_age_seconds);
+                tracing::debug!("{}", live.describe(&config.live.file));
+                Ok(inv)
+            };
             let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
             let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() };
             hook::admit(&stdin()?, &env)?;

@@ -52,8 +52,17 @@ pub struct Config {
     pub inventory: Option<String>,
     pub state_dir: PathBuf,
     pub mps: MpsConfig,
+    pub live: LiveConfig,
     pub budget: BudgetConfig,
     pub profiles: BTreeMap<ProfileName, Profile>,
+}
+
+/// The live view of the GPUs that `gpuwarden live` writes and admission reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveConfig {
+    pub file: PathBuf,
+    /// Older than this, the view is ignored and the check is ledger-only.
+    pub max_age_seconds: u64,
 }
 
 /// The MPS control daemon gpuwarden runs, and whether MPS is required.
@@ -122,6 +131,8 @@ struct RawConfig {
     #[serde(default)]
     mps: RawMps,
     #[serde(default)]
+    live: RawLive,
+    #[serde(default)]
     budget: RawBudget,
     #[serde(default)]
     profiles: BTreeMap<ProfileName, RawProfile>,
@@ -135,6 +146,13 @@ struct RawMps {
     log_directory: Option<AbsPath>,
     shm_directory: Option<AbsPath>,
     control: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLive {
+    file: Option<AbsPath>,
+    max_age_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +187,7 @@ impl Default for Config {
                 shm_directory: DEFAULT_MPS_SHM_DIR.into(),
                 control: DEFAULT_MPS_CONTROL.into(),
             },
+            live: LiveConfig { file: crate::live::DEFAULT_LIVE_FILE.into(), max_age_seconds: crate::live::DEFAULT_MAX_AGE_SECONDS },
             budget: BudgetConfig {
                 thread_ceiling: Percent::new(100).expect("100 is a percentage"),
                 max_clients: ClientCount::MAX,
@@ -221,6 +240,10 @@ impl Config {
         if let Some(control) = raw.mps.control {
             m.control = control;
         }
+        if let Some(file) = raw.live.file {
+            config.live.file = file.path().to_path_buf();
+        }
+        config.live.max_age_seconds = raw.live.max_age_seconds.unwrap_or(config.live.max_age_seconds);
         let b = &mut config.budget;
         b.thread_ceiling = raw.budget.thread_ceiling.unwrap_or(b.thread_ceiling);
         b.max_clients = raw.budget.max_clients.unwrap_or(b.max_clients);

@@ -4,6 +4,7 @@
 mod cdi_cmd;
 mod config_cmd;
 mod inventory_cmd;
+mod live_cmd;
 mod mps_cmd;
 mod podman_cmd;
 mod status_cmd;
@@ -58,6 +59,14 @@ pub enum Command {
     /// Run NVIDIA's MPS control daemon with gpuwarden's folders and ceiling.
     #[command(subcommand)]
     Mps(MpsCommand),
+    /// Keep the live view of the GPUs (who uses how much memory) for admission.
+    ///
+    /// Asks NVML what runs on each GPU and writes it to [live] file in config.toml
+    /// (/run/gpuwarden/live.json) every --interval seconds, atomically. The hooks never
+    /// load NVML: admission reads this file while it is fresh ([live] max_age_seconds,
+    /// 10), and counts memory used outside gpuwarden's reservations beyond the reserves.
+    /// Without it the check is ledger-only, and `status` says so.
+    Live(LiveArgs),
     /// Set Podman up for gpuwarden.
     #[command(subcommand)]
     Podman(PodmanCommand),
@@ -212,6 +221,22 @@ pub enum MpsCommand {
     Status(MpsArgs),
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// GPU inventory instead of NVML, with `processes` per GPU (a stand-in for NVML).
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<String>,
+    /// Folder holding the driver (NVML is loaded from there).
+    #[arg(long, value_name = "DIR")]
+    pub driver_root: Option<PathBuf>,
+    /// Seconds between two looks.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
+    /// Write once and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
 /// Where `mps` learns how many GPUs there are (the defaults are set per GPU).
 #[derive(Debug, Clone, Args)]
 pub struct MpsArgs {
@@ -255,6 +280,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Show) => config_cmd::show(cli.config.as_deref()),
         Command::Status(args) => status_cmd::status(&args, &settings()?),
         Command::Ledger(LedgerCommand::Reset { state_dir, force }) => status_cmd::ledger_reset(state_dir, force, &settings()?),
+        Command::Live(args) => live_cmd::run(&args, &settings()?),
         Command::Mps(MpsCommand::Start(args)) => mps_cmd::start(&args, &settings()?),
         Command::Mps(MpsCommand::Stop) => mps_cmd::stop(&settings()?),
         Command::Mps(MpsCommand::Status(args)) => mps_cmd::status(&args, &settings()?),

@@ -14,16 +14,19 @@ fn store(state_dir: &Option<PathBuf>, config: &Config) -> LedgerStore {
 
 pub fn status(args: &StatusArgs, config: &Config) -> Result<ExitCode> {
     let a = &args.ledger;
-    let inv = super::inventory_cmd::for_status(a.inventory.as_deref(), a.driver_root.as_deref(), config)?;
+    let mut inv = super::inventory_cmd::for_status(a.inventory.as_deref(), a.driver_root.as_deref(), config)?;
+    let live = gpuwarden::live::merge(&mut inv, &config.live.file, now(), config.live.max_age_seconds);
     let ledger = store(&a.state_dir, config).read()?;
     let status = gpuwarden::status::gather(&inv, config, &ledger, &ProcFs);
     let mps = gpuwarden::mps::daemon::status(&config.mps, u32::try_from(inv.gpus.len())?);
     if args.json {
         let mut v = gpuwarden::status::render_json(&status, now());
         v["mps"] = super::mps_cmd::json(config, &mps);
+        v["live_view"] = serde_json::json!(live.describe(&config.live.file));
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", gpuwarden::status::render_text(&status, now()));
+        println!("LIVE {}", live.describe(&config.live.file));
         print!("{}", super::mps_cmd::render(config, mps));
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,50 @@
+//! `gpuwarden live`: the live view of the GPUs for the hooks, which never load
+//! NVML. A failed look is said and the loop goes on: the file then ages, and
+//! admission falls back to the ledger, which `status` says.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{now, LiveArgs, Result};
+use gpuwarden::config::Config;
+use gpuwarden::inventory::{InventorySource, NvmlProbe};
+use gpuwarden::live::LiveFile;
+
+fn look(args: &LiveArgs) -> Result<LiveFile> {
+    let root = super::inventory_cmd::driver_root(args.driver_root.as_deref().unwrap_or(Path::new("/")))?;
+    // Only NVML, or a file standing in for it, knows what runs now: not the configured inventory.
+    let inventory = InventorySource::choose(args.inventory.as_deref(), None, &root)?.load(&NvmlProbe)?;
+    if let Some(g) = inventory.gpus.iter().find(|g| g.processes.is_none()) {
+        return Err(format!("the inventory says nothing of what runs on GPU {} (no `processes`): it is no live view", g.index).into());
+    }
+    Ok(LiveFile::of(&inventory, now()))
+}
+
+fn write(file: &LiveFile, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut text = serde_json::to_vec(file)?;
+    text.push(b'\n');
+    gpuwarden::fsutil::write_atomic(path, &text, 0o644)?;
+    Ok(())
+}
+
+pub fn run(args: &LiveArgs, config: &Config) -> Result<ExitCode> {
+    let path = &config.live.file;
+    if args.once {
+        let file = look(args)?;
+        write(&file, path)?;
+        let count: usize = file.gpus.iter().map(|g| g.processes.len()).sum();
+        println!("wrote {} ({} GPU(s), {count} process(es))", path.display(), file.gpus.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    tracing::info!("writing the live view to {} every {}s", path.display(), args.interval);
+    loop {
+        match look(args).and_then(|f| write(&f, path)) {
+            Ok(()) => {}
+            Err(e) => eprintln!("gpuwarden: live view not updated: {}", gpuwarden::text::one_line(e.as_ref())),
+        }
+        std::thread::sleep(std::time::Duration::from_secs(args.interval));
+    }
+}
