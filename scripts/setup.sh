@@ -17,7 +17,9 @@ EOS
   NEED_UPDATE=1
 fi
 
-PACKAGES="podman runc busybox-static ca-certificates nvidia-cuda-mps"
+# gcc and libc6-dev: linking (the static hook needs libc.a), and the Triton test's cc;
+# nvidia-cuda-mps: NVIDIA's real MPS control daemon; systemd: systemd-analyze for the units.
+PACKAGES="podman runc busybox-static ca-certificates gcc libc6-dev nvidia-cuda-mps systemd"
 MISSING=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || MISSING="$MISSING $p"

@@ -93,9 +93,6 @@ fn mps_line(config: &Config) -> String {
 
 /// Writes the inventory NVML gave, for the hooks, atomically (0644).
 fn write_inventory(inventory: &gpuwarden::inventory::Inventory, path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
     // What runs on the GPUs now is no part of what they are.
     let mut inventory = inventory.clone();
     for g in &mut inventory.gpus {
@@ -103,7 +100,7 @@ fn write_inventory(inventory: &gpuwarden::inventory::Inventory, path: &Path) -> 
     }
     let mut text = serde_json::to_vec_pretty(&inventory)?;
     text.push(b'\n');
-    gpuwarden::fsutil::write_atomic(path, &text, 0o644)?;
+    gpuwarden::fsutil::write_atomic_creating_folder(path, &text, 0o644)?;
     Ok(())
 }
 

@@ -21,12 +21,9 @@ fn look(args: &LiveArgs) -> Result<LiveFile> {
 }
 
 fn write(file: &LiveFile, path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
     let mut text = serde_json::to_vec(file)?;
     text.push(b'\n');
-    gpuwarden::fsutil::write_atomic(path, &text, 0o644)?;
+    gpuwarden::fsutil::write_atomic_creating_folder(path, &text, 0o644)?;
     Ok(())
 }
 
