@@ -46,8 +46,13 @@ impl Drop for StateDir {
     }
 }
 
-fn exec_cost(hook: &str) {
+fn exec_cost(hook: &str, launcher: &str) {
     compare("gpuwarden-hook --version", 1000, 100, || run(hook, &["--version"], b""), || run("/bin/true", &[], b""), "/bin/true");
+    // The launcher's own cost: NNP, capabilities, a Landlock ruleset as the rewrite writes it, then execve.
+    let rules = ["--read", "/", "--exec", "/usr", "--exec", "/bin", "--write", "/tmp", "--write", "/dev", "--write", "/proc", "--require", "abi1", "--caps", "", "--", "/bin/true"];
+    // SAFETY: the bench's main thread, before any other thread runs.
+    unsafe { std::env::set_var("GPUWARDEN_LAUNCH_QUIET", "1") };
+    compare("gpuwarden-launch ... -- /bin/true", 1000, 100, || run(launcher, &rules, b""), || run("/bin/true", &[], b""), "/bin/true");
 }
 
 /// The `[mps]` section with folders under `dir`.
@@ -222,8 +227,9 @@ fn fs_type(path: &Path) -> String {
 
 fn main() {
     let (cli, hook): (PathBuf, PathBuf) = dist_bins();
+    let launcher = hook.with_file_name("gpuwarden-launch");
     let (cli, hook) = (cli.to_str().unwrap(), hook.to_str().unwrap());
-    exec_cost(hook);
+    exec_cost(hook, launcher.to_str().unwrap());
     if !is_root() {
         println!("SKIPPED admit/release and podman: the tmpfs, mknod and rootful Podman need root");
         return;

@@ -11,6 +11,7 @@ pub mod discover;
 pub mod fsutil;
 pub mod hook;
 pub mod inventory;
+pub mod launch;
 pub mod live;
 pub mod logging;
 pub mod ledger;

@@ -18,6 +18,7 @@ pub enum Rule {
     Capabilities,
     HasGpu,
     MpsLimits,
+    Launcher,
 }
 
 impl fmt::Display for Rule {
@@ -29,6 +30,7 @@ impl fmt::Display for Rule {
             Rule::Capabilities => "capabilities",
             Rule::HasGpu => "gpu-device",
             Rule::MpsLimits => "mps-limits",
+            Rule::Launcher => "launcher",
         })
     }
 }
@@ -74,7 +76,14 @@ pub fn conform(cfg: &ContainerConfig, profile_name: &str, profile: &Profile) -> 
     if gpus.is_empty() {
         return broke(Rule::HasGpu, format!("no /dev/nvidiaN device; start it with --device nvidia.com/gpu={profile_name}"));
     }
-    mps_share(cfg, profile_name, profile, gpus.len()).map_err(|detail| Violation { rule: Rule::MpsLimits, detail })
+    let share = mps_share(cfg, profile_name, profile, gpus.len()).map_err(|detail| Violation { rule: Rule::MpsLimits, detail })?;
+    if crate::launch::workload(&cfg.args()).is_none() {
+        return broke(
+            Rule::Launcher,
+            format!("its first argument is not gpuwarden's launcher ({}), so profile {profile_name}'s Landlock rules would be skipped; {PRECREATE_HINT}", crate::launch::LAUNCHER_PATH),
+        );
+    }
+    Ok(share)
 }
 
 /// The share the MPS env enforces, if it is present, complete and within the profile.
@@ -146,6 +155,7 @@ mod tests {
         assert_eq!(rule_of(&edit(&ok, |v| v["linux"]["devices"] = serde_json::json!([]))), Rule::HasGpu);
         assert_eq!(rule_of(&edit(&ok, |v| v["process"]["env"] = serde_json::json!(["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=3G"]))), Rule::MpsLimits);
         assert_eq!(rule_of(&edit(&ok, |v| v["process"]["env"] = serde_json::json!(["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25"]))), Rule::MpsLimits);
+        assert_eq!(rule_of(&edit(&ok, |v| v["process"]["args"] = serde_json::json!(["/bin/sh"]))), Rule::Launcher, "the launcher skipped");
     }
 
     #[test]

@@ -94,8 +94,8 @@ pub fn apply_profile(cfg: &mut ContainerConfig, config: &Config) -> Result<Optio
     if config.mps.enabled {
         // What the CDI profile device mounts; a profile named by annotation alone gets it here.
         let (pipe, shm) = (config.mps.pipe_directory.display().to_string(), config.mps.shm_directory.display().to_string());
-        cfg.ensure_bind_mount(&pipe, &pipe);
-        cfg.ensure_bind_mount("/dev/shm", &shm);
+        cfg.ensure_bind_mount(&pipe, &pipe, false);
+        cfg.ensure_bind_mount("/dev/shm", &shm, false);
     }
     // MPS ordinals follow CUDA's enumeration; PCI order makes it the order of the nodes.
     cfg.set_env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
@@ -103,6 +103,10 @@ pub fn apply_profile(cfg: &mut ContainerConfig, config: &Config) -> Result<Optio
     cfg.retain_capabilities(&keep);
     cfg.set_root_readonly();
     cfg.set_no_new_privileges();
+    // The workload starts through the launcher, which applies the Landlock rules (once).
+    let args = cfg.args();
+    let workload = crate::launch::workload(&args).map_or_else(|| args.clone(), <[String]>::to_vec);
+    cfg.set_args(&crate::launch::command(profile, config, &workload));
     Ok(Some(name))
 }
 

@@ -66,14 +66,29 @@ impl World {
         );
         let _ = std::fs::remove_file(SPEC);
         let o = gpuwarden(
-            &["--config", &config, "cdi", "generate", "--driver-root", fixture.root.to_str().unwrap(), "--dev-root", fixture.dev.to_str().unwrap(), "--output", SPEC],
+            &[
+                "--config",
+                &config,
+                "cdi",
+                "generate",
+                "--driver-root",
+                fixture.root.to_str().unwrap(),
+                "--dev-root",
+                fixture.dev.to_str().unwrap(),
+                "--output",
+                SPEC,
+                // Static: the busybox image has no libc.
+                "--launcher-path",
+                dist("gpuwarden-launch").to_str().unwrap(),
+            ],
             b"",
         );
         assert!(o.status.success(), "cdi generate: {}", stderr(&o));
         let hooks_dir = dir.path().join("hooks.d");
         std::fs::create_dir_all(&hooks_dir).unwrap();
         if precreate {
-            let o = gpuwarden(&["--config", &config, "podman", "install-hook", "--hooks-dir", hooks_dir.to_str().unwrap()], b"");
+            let launcher = dist("gpuwarden-launch");
+            let o = gpuwarden(&["--config", &config, "podman", "install-hook", "--hooks-dir", hooks_dir.to_str().unwrap(), "--launcher-path", launcher.to_str().unwrap()], b"");
             assert!(o.status.success(), "install-hook: {}", stderr(&o));
         }
         // The daemon is run with a file of its own, which tests that break config.toml leave alone.
@@ -248,6 +263,13 @@ fn a_container_that_breaks_its_profile_is_refused_with_the_rule() {
     assert!(line.contains("breaks rule capabilities: keeps") && line.contains("CAP_SYS_ADMIN"), "{line}");
     let line = refusal(&w.start("limitless", &["--device", "nvidia.com/gpu=comfyui", "--read-only", "--security-opt", "no-new-privileges", "--cap-drop", "ALL"]));
     assert!(line.contains("breaks rule mps-limits: CUDA_MPS_ACTIVE_THREAD_PERCENTAGE is not set"), "{line}");
+    // Everything right but the launcher: its Landlock rules would be skipped.
+    let pipe = format!("CUDA_MPS_PIPE_DIRECTORY={}", w.mps_dir().join("pipe").display());
+    let env = ["-e", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25", "-e", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=3G", "-e", &pipe];
+    let mut args = vec!["--device", "nvidia.com/gpu=comfyui", "--read-only", "--security-opt", "no-new-privileges", "--cap-drop", "ALL"];
+    args.extend(env);
+    let line = refusal(&w.start("nolauncher", &args));
+    assert!(line.contains("breaks rule launcher: its first argument is not gpuwarden's launcher (/usr/libexec/gpuwarden/gpuwarden-launch), so profile comfyui's Landlock rules would be skipped"), "{line}");
     assert!(w.held_ids().is_empty());
 }
 
@@ -482,4 +504,29 @@ fn a_game_on_the_gpu_beyond_the_reserves_refuses_a_render_that_fits_by_the_ledge
     let s = w.status();
     assert_eq!(s["gpus"][0]["live"]["outside"][0]["name"], "steam_game");
     assert_eq!(s["gpus"][0]["pinned_memory"]["left_bytes"], 3u64 << 30);
+}
+
+#[test]
+fn the_launcher_confines_the_workload_and_becomes_it() {
+    let Some(mut w) = World::new("the_launcher_confines_the_workload_and_becomes_it", true, "") else { return };
+    // Blender's profile writes /render and /tmp; /scratch is writable by mount, not by its rules.
+    let script = "echo frame > /render/frame_0001 && echo render-ok; echo x > /scratch/f || echo scratch-denied; \
+                  grep -E 'NoNewPrivs|CapEff|CapBnd' /proc/self/status; tr '\\0' ' ' < /proc/1/cmdline; echo; exit 7";
+    let o = w.run("confined", &["--rm", "--device", "nvidia.com/gpu=blender", "--tmpfs", "/render", "--tmpfs", "/scratch"], &["sh", "-c", script], false);
+    assert_eq!(o.status.code(), Some(7), "the workload's exit status is the container's: {}", stderr(&o));
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.contains("render-ok") && out.contains("scratch-denied"), "{out}");
+    assert!(err.contains("/scratch/f: Permission denied"), "EACCES from Landlock: {err}");
+    for want in ["NoNewPrivs:\t1", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"] {
+        assert!(out.contains(want), "{want} missing: {out}");
+    }
+    assert!(out.contains("\nsh -c "), "pid 1 is the workload, not the launcher: {out}");
+    assert!(err.contains("gpuwarden-launch: Landlock ABI ") && err.contains("rules fully enforced"), "{err}");
+    // SIGTERM reaches the workload, and its exit status comes back.
+    let o = w.run("trap", &["-d", "--device", "nvidia.com/gpu=comfyui", "--annotation", "gpuwarden.io/threads=5"], &["sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.1; done"], false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trap = format!("{}trap", w.prefix);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(podman(&["stop", "-t", "10", &trap]).status.success());
+    assert_eq!(stdout(&podman(&["inspect", "--format", "{{.State.ExitCode}}", &trap])).trim(), "42", "the workload's trap ran");
 }

@@ -156,7 +156,8 @@ fn profile_devices_always_carry_the_mps_folders_and_generate_makes_them() {
         .iter()
         .map(|m| (m["containerPath"].as_str().unwrap().to_string(), m["hostPath"].as_str().unwrap().to_string()))
         .collect();
-    assert_eq!(mounts, [(pipe.display().to_string(), pipe.display().to_string()), ("/dev/shm".to_string(), shm.display().to_string())]);
+    assert_eq!(mounts[..2], [(pipe.display().to_string(), pipe.display().to_string()), ("/dev/shm".to_string(), shm.display().to_string())]);
+    assert_eq!(mounts[2].0, "/usr/libexec/gpuwarden/gpuwarden-launch", "and the launcher");
     let everyone = spec["containerEdits"].to_string();
     assert!(!everyone.contains(pipe.to_str().unwrap()) && !everyone.contains("/dev/shm"), "not on plain devices: {everyone}");
     // Written: the folders exist (runc mounts them), and the summary says the daemon is not running.

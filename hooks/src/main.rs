@@ -47,6 +47,9 @@ struct Options {
     /// State folder holding the ledger (default: the configuration's, /run/gpuwarden).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// precreate: the launcher on the host, mounted into a profile container that lacks it.
+    #[arg(long, value_name = "PATH")]
+    launcher_path: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {

@@ -46,7 +46,7 @@ pub fn run(stage: Stage) -> Result<()> {
     match stage {
         Stage::Precreate(o) => {
             let me = HookCall { path: std::env::current_exe()?, options: o.to_args() };
-            let out = hook::precreate(&stdin()?, &|| o.settings(), &me)?;
+            let out = hook::precreate(&stdin()?, &|| o.settings(), &me, o.launcher_path.as_deref())?;
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&out)?;
             stdout.flush()?;

@@ -23,6 +23,8 @@ pub struct SpecInput<'a> {
     pub hooks: Option<&'a HookCall>,
     /// The MPS folders every profile device mounts; `None` when MPS is off.
     pub mps: Option<&'a MpsMounts>,
+    /// The launcher on the host, mounted read-only into profile containers.
+    pub launcher: Option<&'a Path>,
 }
 
 /// What an MPS client needs of the host, whether or not it exists yet: the
@@ -82,7 +84,15 @@ pub fn build_spec(input: &SpecInput) -> Spec {
             env: vec![format!("{PROFILE_ENV}={profile}")],
             device_nodes: gpu_nodes(gpu),
             hooks: input.hooks.map(hooks).unwrap_or_default(),
-            mounts: input.mps.map(MpsMounts::mounts).unwrap_or_default(),
+            mounts: input
+                .mps
+                .map(MpsMounts::mounts)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(input.launcher.map(|l| {
+                    mount(&FileMount { host_path: l.to_path_buf(), container_path: crate::launch::LAUNCHER_PATH.into(), writable: false })
+                }))
+                .collect(),
         },
     };
 
@@ -152,7 +162,7 @@ pub(crate) mod tests {
     fn build(inv: &Inventory, dev: &str, hooks: Option<&HookCall>) -> Spec {
         let kind = Kind::new("nvidia.com", "gpu").unwrap();
         let profiles = vec!["comfyui".to_string(), "blender".to_string()];
-        build_spec(&SpecInput { kind: &kind, inventory: inv, discovery: &discovery(inv, dev), profiles: &profiles, hooks, mps: Some(&mps_mounts()) })
+        build_spec(&SpecInput { kind: &kind, inventory: inv, discovery: &discovery(inv, dev), profiles: &profiles, hooks, mps: Some(&mps_mounts()), launcher: Some(Path::new("/usr/local/bin/gpuwarden-launch")) })
     }
 
     fn names(spec: &Spec) -> Vec<&str> {
@@ -198,7 +208,14 @@ pub(crate) mod tests {
         assert!(!spec.container_edits.mounts.iter().any(|m| m.container_path.contains("mps")), "MPS is for profile devices only");
         let comfy = spec.devices.iter().find(|d| d.name == "comfyui").unwrap();
         let at: Vec<(&str, &str, &str)> = comfy.container_edits.mounts.iter().map(|m| (m.container_path.as_str(), m.host_path.as_str(), m.options[0].as_str())).collect();
-        assert_eq!(at, [("/run/gpuwarden/mps/pipe", "/run/gpuwarden/mps/pipe", "rw"), ("/dev/shm", "/run/gpuwarden/mps/shm", "rw")]);
+        assert_eq!(
+            at,
+            [
+                ("/run/gpuwarden/mps/pipe", "/run/gpuwarden/mps/pipe", "rw"),
+                ("/dev/shm", "/run/gpuwarden/mps/shm", "rw"),
+                ("/usr/libexec/gpuwarden/gpuwarden-launch", "/usr/local/bin/gpuwarden-launch", "ro")
+            ]
+        );
         let plain = spec.devices.iter().find(|d| d.name == "0").unwrap();
         assert!(plain.container_edits.mounts.is_empty(), "plain devices run without MPS and its budget");
     }

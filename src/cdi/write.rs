@@ -94,7 +94,7 @@ mod tests {
         let inv = builtin("rtx4070").unwrap();
         let kind = Kind::new("nvidia.com", class).unwrap();
         let profiles = vec!["comfyui".to_string()];
-        let mut s = build_spec(&SpecInput { kind: &kind, inventory: &inv, discovery: &discovery(&inv, "/dev"), profiles: &profiles, hooks: None, mps: None });
+        let mut s = build_spec(&SpecInput { kind: &kind, inventory: &inv, discovery: &discovery(&inv, "/dev"), profiles: &profiles, hooks: None, mps: None, launcher: None });
         s.cdi_version = "0.5.0".into();
         s
     }

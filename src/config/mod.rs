@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use profile::{builtin_profiles, LandlockPaths, Profile};
+pub use profile::{builtin_profiles, LandlockPaths, Port, Profile, Require};
 use profile::RawProfile;
 pub use values::{AbsPath, Capability, ClientCount, Percent, PinnedMemory, ProfileName, MPS_MAX_CLIENTS};
 
@@ -329,6 +329,9 @@ mod tests {
             ("[profiles.x]\ncapabilities = [\"CAP_FLY\"]\n", "config.toml:2:16", "unknown capability"),
             ("state_dir = \"run/x\"\n", "config.toml:1:13", "not an absolute path"),
             ("[budget]\nmax_clients = 64\n", "config.toml:2:15", "1 to 48"),
+            ("[profiles.comfyui.landlock]\nwrite = [\"tmp\"]\n", "config.toml:2:9", "tmp is not an absolute path"),
+            ("[profiles.comfyui.landlock]\nbind = [70000]\n", "config.toml:2:8", "70000 is not a TCP port"),
+            ("[profiles.comfyui.landlock]\nrequire = \"most\"\n", "config.toml:2:11", "unknown variant `most`"),
         ];
         for (text, at, why) in cases {
             let e = parse(text).unwrap_err();

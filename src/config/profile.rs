@@ -20,14 +20,51 @@ pub struct Profile {
     pub landlock: LandlockPaths,
 }
 
-/// Paths the launcher opens to the workload; everything else is closed.
+/// What the launcher opens to the workload (Landlock); everything else is
+/// closed. The rewrite adds what CUDA needs (`/dev`, `/proc`, the MPS pipe
+/// directory, the driver's libraries).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LandlockPaths {
+    /// Read files and list folders beneath.
     #[serde(default)]
     pub read: Vec<AbsPath>,
+    /// Read and run programs beneath.
+    #[serde(default)]
+    pub exec: Vec<AbsPath>,
+    /// Everything beneath: create, write, remove, and ioctl on devices.
     #[serde(default)]
     pub write: Vec<AbsPath>,
+    /// TCP ports the workload may listen on; when set, it may bind no other (Landlock ABI 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bind: Vec<Port>,
+    /// TCP ports the workload may connect to; when set, it may connect to no other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect: Vec<Port>,
+    /// `abi1` (default): run with what this kernel enforces, Landlock ABI 1 at
+    /// least; `full`: refuse unless every rule is enforced.
+    #[serde(default)]
+    pub require: Require,
+}
+
+/// How much Landlock enforcement a profile requires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Require {
+    #[default]
+    Abi1,
+    Full,
+}
+
+/// A TCP port, 1 to 65535.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        u16::try_from(v).ok().filter(|p| *p > 0).map(Port).ok_or_else(|| serde::de::Error::custom(format!("{v} is not a TCP port (1 to 65535)")))
+    }
 }
 
 /// A profile as a file writes it: any field may be left to the built-in.
@@ -44,20 +81,32 @@ fn paths(list: &[&str]) -> Vec<AbsPath> {
     list.iter().filter_map(|p| AbsPath::new(*p).ok()).collect()
 }
 
-fn builtin(threads: u32, pinned_gib: u64, write: &[&str]) -> Profile {
+/// Where programs live in the images gpuwarden ships for.
+const EXEC: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt"];
+
+fn builtin(threads: u32, pinned_gib: u64, write: &[&str], bind: &[u16]) -> Profile {
     Profile {
         threads: Percent::new(threads).unwrap_or(Percent::new(100).expect("100 is a percentage")),
         pinned_memory: PinnedMemory::new(ByteSize::gib(pinned_gib)).expect("whole GiB are whole MiB"),
         capabilities: BTreeSet::new(),
-        landlock: LandlockPaths { read: paths(&["/"]), write: paths(write) },
+        landlock: LandlockPaths {
+            read: paths(&["/"]),
+            exec: paths(EXEC),
+            write: paths(write),
+            bind: bind.iter().map(|p| Port(*p)).collect(),
+            connect: Vec::new(),
+            require: Require::Abi1,
+        },
     }
 }
 
-/// The profiles gpuwarden ships.
+/// The profiles gpuwarden ships. ComfyUI writes its output, uploads, user
+/// settings and temp files and listens on 8188; Blender writes its output
+/// folder, and /tmp (it makes /tmp/pulse-* at start).
 pub fn builtin_profiles() -> Vec<(&'static str, Profile)> {
     vec![
-        ("comfyui", builtin(25, 3, &["/tmp", "/proc", "/dev/shm", "/opt/ComfyUI/output", "/opt/ComfyUI/input", "/opt/ComfyUI/user", "/opt/ComfyUI/temp"])),
-        ("blender", builtin(50, 5, &["/tmp", "/proc", "/dev/shm", "/render"])),
+        ("comfyui", builtin(25, 3, &["/tmp", "/opt/ComfyUI/output", "/opt/ComfyUI/input", "/opt/ComfyUI/user", "/opt/ComfyUI/temp"], &[8188])),
+        ("blender", builtin(50, 5, &["/tmp", "/render"], &[])),
     ]
 }
 

@@ -24,8 +24,9 @@ pub enum PrecreateError {
 
 /// The config Podman should use. `settings` loads gpuwarden's configuration
 /// and is called only for a container that names a profile; `admission` is
-/// how such a container's admission hooks are called when it has none.
-pub fn precreate(input: &[u8], settings: Settings, admission: &HookCall) -> Result<Vec<u8>, PrecreateError> {
+/// how such a container's admission hooks are called when it has none, and
+/// `launcher` where the launcher is on the host, for one that lacks its mount.
+pub fn precreate(input: &[u8], settings: Settings, admission: &HookCall, launcher: Option<&std::path::Path>) -> Result<Vec<u8>, PrecreateError> {
     if input.iter().all(u8::is_ascii_whitespace) {
         return Err(PrecreateError::Empty);
     }
@@ -42,6 +43,9 @@ pub fn precreate(input: &[u8], settings: Settings, admission: &HookCall) -> Resu
         Ok(profile) => {
             tracing::debug!("applied profile {profile:?}");
             cfg.remove_annotation(REFUSAL_ANNOTATION);
+            if let Some(host) = launcher {
+                crate::launch::ensure_mounted(&mut cfg, host);
+            }
         }
         Err(reason) => {
             tracing::info!("cannot apply the profile, admission will refuse: {reason}");
@@ -74,7 +78,7 @@ mod tests {
     }
 
     fn run(input: &[u8], settings: Settings) -> ContainerConfig {
-        ContainerConfig::parse(&precreate(input, settings, &call()).unwrap(), "out").unwrap()
+        ContainerConfig::parse(&precreate(input, settings, &call(), None).unwrap(), "out").unwrap()
     }
 
     fn with(f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
@@ -86,8 +90,8 @@ mod tests {
     #[test]
     fn other_containers_pass_through_byte_for_byte() {
         let input = b"{ \"process\" : {\"env\": [\"A=1\"]},\n  \"zz\": [1,2] }";
-        assert_eq!(precreate(input, &defaults, &call()).unwrap(), input.to_vec());
-        assert_eq!(precreate(input, &broken, &call()).unwrap(), input.to_vec(), "a broken config.toml stops only profile containers");
+        assert_eq!(precreate(input, &defaults, &call(), None).unwrap(), input.to_vec());
+        assert_eq!(precreate(input, &broken, &call(), None).unwrap(), input.to_vec(), "a broken config.toml stops only profile containers");
     }
 
     #[test]
@@ -126,8 +130,8 @@ mod tests {
 
     #[test]
     fn bad_stdin_is_named() {
-        assert!(matches!(precreate(b"", &defaults, &call()), Err(PrecreateError::Empty)));
-        let e = precreate(b"{nope", &defaults, &call()).unwrap_err().to_string();
+        assert!(matches!(precreate(b"", &defaults, &call(), None), Err(PrecreateError::Empty)));
+        let e = precreate(b"{nope", &defaults, &call(), None).unwrap_err().to_string();
         assert!(e.starts_with("the config on stdin is not an OCI config"), "{e}");
     }
 }

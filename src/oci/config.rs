@@ -170,9 +170,18 @@ impl ContainerConfig {
         list.filter_map(|m| Some((m.get("destination")?.as_str()?, m.get("source").and_then(Value::as_str).unwrap_or("")))).collect()
     }
 
-    /// Bind-mounts `source` at `destination` (read-write, nosuid, nodev),
-    /// unless the last mount there already is that bind.
-    pub fn ensure_bind_mount(&mut self, destination: &str, source: &str) {
+    /// `process.args` (strings only).
+    pub fn args(&self) -> Vec<String> {
+        self.at(&["process", "args"]).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+    }
+
+    pub fn set_args(&mut self, args: &[String]) {
+        self.object_mut(&["process"]).insert("args".into(), Value::Array(args.iter().cloned().map(Value::String).collect()));
+    }
+
+    /// Bind-mounts `source` at `destination` (nosuid, nodev, read-write unless
+    /// `readonly`), unless the last mount there already is that bind.
+    pub fn ensure_bind_mount(&mut self, destination: &str, source: &str, readonly: bool) {
         if self.mounts().iter().rev().find(|(d, _)| *d == destination).is_some_and(|(_, s)| *s == source) {
             return;
         }
@@ -180,7 +189,8 @@ impl ContainerConfig {
         if !mounts.is_array() {
             *mounts = Value::Array(Vec::new());
         }
-        let mount = serde_json::json!({"destination": destination, "type": "bind", "source": source, "options": ["rbind", "rw", "nosuid", "nodev"]});
+        let access = if readonly { "ro" } else { "rw" };
+        let mount = serde_json::json!({"destination": destination, "type": "bind", "source": source, "options": ["rbind", access, "nosuid", "nodev"]});
         mounts.as_array_mut().expect("just made an array").push(mount);
     }
 

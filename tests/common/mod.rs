@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 #[path = "../support/bins.rs"]
 mod bins;
-pub use bins::{bin, hook_bin};
+#[allow(unused_imports)]
+pub use bins::{bin, dist, hook_bin};
 
 pub const VERSION: &str = "535.261.03";
 

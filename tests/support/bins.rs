@@ -48,3 +48,15 @@ pub fn bin() -> &'static str {
 pub fn hook_bin() -> &'static str {
     path_of("gpuwarden-hook")
 }
+
+/// A binary as `scripts/build.sh` makes it for installing (release; the hook
+/// and the launcher linked statically), built once per test process.
+pub fn dist(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    BUILT.get_or_init(|| {
+        let st = Command::new(repo.join("scripts/build.sh")).status().expect("scripts/build.sh runs");
+        assert!(st.success(), "scripts/build.sh failed");
+    });
+    repo.join("target/dist").join(name)
+}

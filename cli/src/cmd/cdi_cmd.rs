@@ -58,7 +58,16 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
     };
     let profiles = config.profile_names();
     let mps = config.mps.enabled.then(|| MpsMounts { pipe: config.mps.pipe_directory.clone(), shm: config.mps.shm_directory.clone() });
-    let input = SpecInput { kind: &kind, inventory: &inventory, discovery: &discovery, profiles: &profiles, hooks: hooks.as_ref(), mps: mps.as_ref() };
+    let launcher = super::companion(args.launcher_path.as_deref(), "gpuwarden-launch", "--launcher-path")?;
+    let input = SpecInput {
+        kind: &kind,
+        inventory: &inventory,
+        discovery: &discovery,
+        profiles: &profiles,
+        hooks: hooks.as_ref(),
+        mps: mps.as_ref(),
+        launcher: Some(&launcher),
+    };
     let mut spec = build_spec(&input);
     spec.cdi_version = minimum_version(&spec);
     let format = args.format.unwrap_or_else(|| cdi::Format::for_path(&args.output));

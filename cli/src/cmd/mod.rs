@@ -93,6 +93,8 @@ pub struct InventoryArgs {
     pub json: bool,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum CdiCommand {
     /// Discover GPUs, device nodes, driver libraries and binaries, and write a CDI spec.
@@ -134,6 +136,10 @@ pub struct GenerateArgs {
     /// The hook binary the runtime runs (default: gpuwarden-hook next to this binary).
     #[arg(long, value_name = "PATH")]
     pub hook_path: Option<PathBuf>,
+    /// The launcher mounted into profile containers, statically linked (default:
+    /// gpuwarden-launch next to this binary).
+    #[arg(long, value_name = "PATH")]
+    pub launcher_path: Option<PathBuf>,
     /// Where to write the GPUs NVML found, for the hooks (which never load NVML).
     #[arg(long, value_name = "FILE", default_value = gpuwarden::hook::INVENTORY_SNAPSHOT)]
     pub inventory_file: PathBuf,
@@ -258,6 +264,10 @@ pub enum PodmanCommand {
         /// The hook binary Podman runs (default: gpuwarden-hook next to this binary).
         #[arg(long = "hook-path", visible_alias = "binary", value_name = "PATH")]
         hook_path: Option<PathBuf>,
+        /// The launcher the hook mounts into profile containers that lack it (default:
+        /// gpuwarden-launch next to this binary).
+        #[arg(long, value_name = "PATH")]
+        launcher_path: Option<PathBuf>,
         /// Print the file instead of installing it.
         #[arg(long)]
         print: bool,
@@ -284,8 +294,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mps(MpsCommand::Start(args)) => mps_cmd::start(&args, &settings()?),
         Command::Mps(MpsCommand::Stop) => mps_cmd::stop(&settings()?),
         Command::Mps(MpsCommand::Status(args)) => mps_cmd::status(&args, &settings()?),
-        Command::Podman(PodmanCommand::InstallHook { hooks_dir, hook_path, print }) => {
-            podman_cmd::install_hook(&hooks_dir, hook_path, print, cli.config.as_deref())
+        Command::Podman(PodmanCommand::InstallHook { hooks_dir, hook_path, launcher_path, print }) => {
+            let launcher = companion(launcher_path.as_deref(), "gpuwarden-launch", "--launcher-path")?;
+            podman_cmd::install_hook(&hooks_dir, hook_path, &launcher, print, cli.config.as_deref())
         }
     }
 }
@@ -298,15 +309,20 @@ fn now() -> u64 {
 use gpuwarden::fsutil::absolute;
 
 /// The hook binary: `--hook-path`, else `gpuwarden-hook` next to this binary
-/// (where `cargo build` and the package put it).
+/// (where `scripts/build.sh` and the package put it).
 fn hook_binary(given: Option<&std::path::Path>) -> Result<PathBuf> {
+    companion(given, gpuwarden::hook::HOOK_BINARY, "--hook-path")
+}
+
+/// `given`, else the binary `name` next to this one.
+fn companion(given: Option<&std::path::Path>, name: &str, flag: &str) -> Result<PathBuf> {
     if let Some(p) = given {
         return Ok(absolute(p));
     }
     let me = std::env::current_exe()?.canonicalize()?;
-    let hook = me.with_file_name(gpuwarden::hook::HOOK_BINARY);
-    if !hook.is_file() {
-        return Err(format!("{} not found next to {}: install it there, or pass --hook-path", hook.display(), me.display()).into());
+    let found = me.with_file_name(name);
+    if !found.is_file() {
+        return Err(format!("{} not found next to {}: install it there, or pass {flag}", found.display(), me.display()).into());
     }
-    Ok(hook)
+    Ok(found)
 }

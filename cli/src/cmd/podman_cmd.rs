@@ -23,9 +23,10 @@ pub fn precreate_hook_json(hook: &HookCall) -> String {
     format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON always serializes"))
 }
 
-pub fn install_hook(hooks_dir: &Path, hook_path: Option<PathBuf>, print: bool, config: Option<&Path>) -> Result<ExitCode> {
+pub fn install_hook(hooks_dir: &Path, hook_path: Option<PathBuf>, launcher: &Path, print: bool, config: Option<&Path>) -> Result<ExitCode> {
     let path = super::hook_binary(hook_path.as_deref())?;
-    let options = config.map(|c| vec!["--config".to_string(), absolute(c).display().to_string()]).unwrap_or_default();
+    let mut options = config.map(|c| vec!["--config".to_string(), absolute(c).display().to_string()]).unwrap_or_default();
+    options.extend(["--launcher-path".to_string(), launcher.display().to_string()]);
     let hook = HookCall { path, options };
     let text = precreate_hook_json(&hook);
     if print {
@@ -46,7 +47,7 @@ mod tests {
     #[test]
     fn the_shipped_hook_file_is_what_install_writes_for_usr_local_bin() {
         let shipped = include_str!("../../../hooks/gpuwarden-precreate.json");
-        let hook = HookCall { path: "/usr/local/bin/gpuwarden-hook".into(), options: Vec::new() };
+        let hook = HookCall { path: "/usr/local/bin/gpuwarden-hook".into(), options: vec!["--launcher-path".into(), "/usr/local/bin/gpuwarden-launch".into()] };
         assert_eq!(shipped, precreate_hook_json(&hook));
     }
 }

@@ -1,0 +1,81 @@
+//! `gpuwarden-launch`: the first process of a profile container. It sets
+//! no-new-privileges, keeps only the profile's capabilities, restricts itself
+//! with the profile's Landlock rules, then execs the workload, which keeps its
+//! pid, exit status, signals and stdio. A hook cannot do this: Landlock binds
+//! only the process that applies it and its children.
+//!
+//! Exit status 126 when the rules cannot hold (said in one line), 127 when the
+//! program cannot be run.
+
+mod capabilities;
+mod rules;
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::process::ExitCode;
+
+use landlock::RulesetStatus;
+
+fn refuse(why: &str) -> ExitCode {
+    eprintln!("gpuwarden-launch: refused: {why}");
+    ExitCode::from(126)
+}
+
+/// Whether the workload may run with the rules as enforced: never without
+/// Landlock, and only fully enforced when the profile requires it.
+fn verdict(status: &RulesetStatus, require_full: bool, abi: &str) -> Result<(), String> {
+    match (status, require_full) {
+        (RulesetStatus::NotEnforced, _) => Err(format!("Landlock is not enforced on this kernel ({abi}): the profile's file rules would not hold")),
+        (RulesetStatus::PartiallyEnforced, true) => Err(format!("Landlock is only partly enforced on this kernel ({abi}), and the profile requires full enforcement")),
+        _ => Ok(()),
+    }
+}
+
+fn main() -> ExitCode {
+    let rules = match rules::parse(std::env::args_os().skip(1)) {
+        Ok(r) => r,
+        Err(e) => return refuse(&format!("{e} (the precreate rewrite writes this command line)")),
+    };
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return refuse(&format!("cannot set no-new-privileges: {}", std::io::Error::last_os_error()));
+    }
+    if let Err(e) = capabilities::keep_only(&rules.caps) {
+        return refuse(&e);
+    }
+    let applied = match rules::apply(&rules) {
+        Ok(a) => a,
+        Err(e) => return refuse(&format!("Landlock: {e}")),
+    };
+    let missing: Vec<String> = applied.missing.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    if let Err(why) = verdict(&applied.status, rules.require_full, &applied.abi) {
+        return refuse(&why);
+    }
+    if std::env::var_os("GPUWARDEN_LAUNCH_QUIET").is_none() {
+        let skipped = if missing.is_empty() { String::new() } else { format!("; not in the image, skipped: {}", missing.join(", ")) };
+        let how = match applied.status {
+            RulesetStatus::FullyEnforced => "fully enforced",
+            RulesetStatus::PartiallyEnforced => "partly enforced",
+            RulesetStatus::NotEnforced => "not enforced",
+        };
+        eprintln!("gpuwarden-launch: Landlock {}: rules {how}{skipped}", applied.abi);
+    }
+    let (program, args) = rules.command.split_first().expect("parse checks there is a program");
+    let err = std::process::Command::new(program).args(args).exec();
+    eprintln!("gpuwarden-launch: cannot run {}: {err}", String::from_utf8_lossy(program.as_bytes()));
+    ExitCode::from(127)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weaker_kernel_is_a_refusal_never_a_silent_downgrade() {
+        assert!(verdict(&RulesetStatus::FullyEnforced, true, "ABI 7").is_ok());
+        assert!(verdict(&RulesetStatus::PartiallyEnforced, false, "ABI 3").is_ok(), "by default, what this kernel has");
+        let e = verdict(&RulesetStatus::PartiallyEnforced, true, "ABI 3").unwrap_err();
+        assert!(e.contains("only partly enforced on this kernel (ABI 3), and the profile requires full enforcement"), "{e}");
+        assert!(verdict(&RulesetStatus::NotEnforced, false, "no Landlock").unwrap_err().contains("not enforced"));
+    }
+}
