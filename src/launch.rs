@@ -12,7 +12,8 @@ pub const LAUNCHER_PATH: &str = "/usr/libexec/gpuwarden/gpuwarden-launch";
 /// What any CUDA process needs: device nodes with ioctl (`/dev`), `/proc`
 /// (`/proc/driver/nvidia`, and writes to `/proc/<pid>/task/<tid>/comm` from
 /// every process, children too, or cuInit fails with 304), and the driver's
-/// files. Rules bind to inodes, so `/proc` as a whole is opened: the kernel's
+/// files, and the MPS pipe directory (read: clients connect to its sockets).
+/// Rules bind to inodes, so `/proc` as a whole is opened: the kernel's
 /// own checks still keep each process to its own writable entries.
 const CUDA_WRITE: &[&str] = &["/dev", "/proc"];
 const CUDA_READ: &[&str] = &[crate::discover::CONTAINER_LIB_DIR, "/usr/share/nvidia", "/usr/share/glvnd", "/usr/share/egl", "/etc/vulkan", "/usr/share/vulkan"];
@@ -22,14 +23,14 @@ pub fn command(profile: &Profile, config: &Config, args: &[String]) -> Vec<Strin
     let l = &profile.landlock;
     let mut out = vec![LAUNCHER_PATH.to_string()];
     let mut push = |flag: &str, value: String| out.extend([flag.to_string(), value]);
-    for p in l.read.iter().map(|p| p.path().display().to_string()).chain(CUDA_READ.iter().map(|s| s.to_string())) {
+    let mps = config.mps.enabled.then(|| config.mps.pipe_directory.display().to_string());
+    for p in l.read.iter().map(|p| p.path().display().to_string()).chain(CUDA_READ.iter().map(|s| s.to_string())).chain(mps) {
         push("--read", p);
     }
     for p in &l.exec {
         push("--exec", p.path().display().to_string());
     }
-    let mps = config.mps.enabled.then(|| config.mps.pipe_directory.display().to_string());
-    for p in l.write.iter().map(|p| p.path().display().to_string()).chain(CUDA_WRITE.iter().map(|s| s.to_string())).chain(mps) {
+    for p in l.write.iter().map(|p| p.path().display().to_string()).chain(CUDA_WRITE.iter().map(|s| s.to_string())) {
         push("--write", p);
     }
     for p in &l.bind {
@@ -75,7 +76,7 @@ mod tests {
         assert_eq!(cmd[0], LAUNCHER_PATH);
         assert_eq!(workload(&cmd), Some(&args[..]));
         let pairs: Vec<(&str, &str)> = cmd[1..].chunks(2).take_while(|p| p[0] != "--").map(|p| (p[0].as_str(), p[1].as_str())).collect();
-        for want in [("--write", "/dev"), ("--write", "/proc"), ("--write", "/run/gpuwarden/mps/pipe"), ("--write", "/opt/ComfyUI/output"), ("--bind", "8188"), ("--read", "/usr/lib/x86_64-linux-gnu"), ("--exec", "/usr"), ("--require", "abi1"), ("--caps", "")] {
+        for want in [("--write", "/dev"), ("--write", "/proc"), ("--read", "/run/gpuwarden/mps/pipe"), ("--write", "/opt/ComfyUI/output"), ("--bind", "8188"), ("--read", "/usr/lib/x86_64-linux-gnu"), ("--exec", "/usr"), ("--require", "abi1"), ("--caps", "")] {
             assert!(pairs.contains(&want), "{want:?} missing from {pairs:?}");
         }
         assert_eq!(workload(&args), None, "not a launcher command line");

@@ -94,7 +94,7 @@ pub fn apply_profile(cfg: &mut ContainerConfig, config: &Config) -> Result<Optio
     if config.mps.enabled {
         // What the CDI profile device mounts; a profile named by annotation alone gets it here.
         let (pipe, shm) = (config.mps.pipe_directory.display().to_string(), config.mps.shm_directory.display().to_string());
-        cfg.ensure_bind_mount(&pipe, &pipe, false);
+        cfg.ensure_bind_mount(&pipe, &pipe, true);
         cfg.ensure_bind_mount("/dev/shm", &shm, false);
     }
     // MPS ordinals follow CUDA's enumeration; PCI order makes it the order of the nodes.

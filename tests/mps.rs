@@ -160,3 +160,27 @@ fn systemd_accepts_the_units_in_the_repo() {
     }
     assert!(checked >= 1, "no units in systemd/");
 }
+
+#[test]
+fn a_daemon_whose_sockets_were_removed_is_found_and_ended() {
+    let Some(m) = Mps::new("a_daemon_whose_sockets_were_removed_is_found_and_ended", 1, "") else { return };
+    assert!(m.gpuwarden(&["start"]).status.success());
+    let pid = m.daemon_pid().unwrap();
+    // What a CUDA client given the pipe directory read-write was seen doing.
+    for f in std::fs::read_dir(m.pipe()).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    assert_eq!(m.daemon_pid(), None, "nothing answers any more");
+    assert!(alive(pid));
+    // start ends the orphan and starts afresh; stop ends what it started.
+    let o = m.gpuwarden(&["start"]);
+    assert!(o.status.success() && stdout(&o).starts_with("started the MPS control daemon"), "{}", stderr(&o));
+    assert!(!alive(pid), "the orphan was ended");
+    let fresh = m.daemon_pid().unwrap();
+    for f in std::fs::read_dir(m.pipe()).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let o = m.gpuwarden(&["stop"]);
+    assert!(stdout(&o).contains(&format!("stopped the MPS control daemon (pid {fresh}): it did not quit when asked")), "{}", stdout(&o));
+    assert!(!alive(fresh));
+}

@@ -122,6 +122,10 @@ impl World {
     }
 
     fn run(&mut self, name: &str, args: &[&str], cmd: &[&str], detach: bool) -> Output {
+        self.run_image(name, IMAGE, args, cmd, detach)
+    }
+
+    fn run_image(&mut self, name: &str, image: &str, args: &[&str], cmd: &[&str], detach: bool) -> Output {
         let full = format!("{}{name}", self.prefix);
         self.started.push(full.clone());
         let hooks = self.hooks_dir.display().to_string();
@@ -131,7 +135,7 @@ impl World {
             a.push("-d");
         }
         a.extend_from_slice(args);
-        a.push(IMAGE);
+        a.push(image);
         a.extend_from_slice(cmd);
         podman(&a)
     }
@@ -571,4 +575,44 @@ fn a_setuid_binary_gains_nothing_under_the_launcher() {
     let o = podman(&[&args[..], &["--device", "nvidia.com/gpu=blender", "--user", "1000", image, "/bin/euid"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "euid=1000", "no-new-privileges holds: {}", stderr(&o));
+}
+
+#[test]
+fn real_blender_renders_a_frame_under_its_profile_and_writes_nothing_else() {
+    let Some(mut w) = World::new("real_blender_renders_a_frame_under_its_profile_and_writes_nothing_else", true, "") else { return };
+    // Debian's blender package in a Debian 12 root made by debootstrap (built once, then reused).
+    let st = Command::new(repo().join("scripts/blender-image.sh")).status().expect("scripts/blender-image.sh runs");
+    assert!(st.success(), "scripts/blender-image.sh failed");
+    let out = w.dir.path().join("render");
+    std::fs::create_dir_all(&out).unwrap();
+    let volume = format!("{}:/render", out.display());
+    let scene = "import bpy; s=bpy.context.scene; s.render.resolution_x=64; s.render.resolution_y=64; s.cycles.samples=4; s.cycles.use_denoising=False";
+    let cmd = ["blender", "-b", "--factory-startup", "-E", "CYCLES", "--python-expr", scene, "-o", "/render/frame_####", "-f", "1"];
+    let o = w.run_image("blender", "localhost/gpuwarden-blender:bookworm", &["--device", "nvidia.com/gpu=blender", "-v", &volume], &cmd, false);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("gpuwarden-launch: Landlock ABI "), "it ran under the launcher: {}", stderr(&o));
+    // Blender's CUDA is an MPS client: given the pipe directory read-write, it removed the
+    // daemon's sockets (no GPU here). Mounted read-only, they stay, and the daemon answers.
+    for f in ["control", "control_lock", "control_privileged", "log"] {
+        assert!(w.mps_dir().join("pipe").join(f).exists(), "the daemon's {f} was removed");
+    }
+    assert!(w.mps(&["status"], &[]).contains("control daemon pid"), "the daemon still answers");
+    let files: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files, ["frame_0001.png"], "the frame, and nothing else, in the output folder");
+    assert_eq!(&std::fs::read(out.join("frame_0001.png")).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    let name = format!("{}blender", w.prefix);
+    // The root changed only where runc made mount points (before it made the root read-only).
+    let id = w.id("blender");
+    let bundle = PathBuf::from(format!("/var/lib/containers/storage/overlay-containers/{id}/userdata/config.json"));
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let destinations: Vec<&str> = config["mounts"].as_array().unwrap().iter().filter_map(|m| m["destination"].as_str()).collect();
+    let diff = stdout(&podman(&["diff", &name]));
+    for line in diff.lines() {
+        let path = line.split_once(' ').map_or(line, |(_, p)| p);
+        let mount_point = destinations.iter().any(|d| *d == path || d.starts_with(&format!("{path}/")));
+        assert!(mount_point, "{path} changed in the container's root, and no mount is there: blender wrote it\n{diff}");
+    }
+    let inspect = stdout(&podman(&["inspect", "--format", "{{.HostConfig.ReadonlyRootfs}} {{.Config.Env}}", &name]));
+    assert!(inspect.starts_with("true ") && inspect.contains("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=50"), "{inspect}");
+    assert!(w.held_ids().is_empty(), "the render's share was released when it exited");
 }

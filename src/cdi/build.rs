@@ -28,8 +28,10 @@ pub struct SpecInput<'a> {
 }
 
 /// What an MPS client needs of the host, whether or not it exists yet: the
-/// daemon's pipe directory (at the same path) and its shared memory (at
-/// `/dev/shm`). Containers under one MPS server share that folder.
+/// daemon's pipe directory (at the same path, read-only: clients connect to
+/// its sockets, and a CUDA client given it read-write was seen removing the
+/// daemon's socket files, cutting every container off) and its shared memory
+/// (at `/dev/shm`, read-write). Containers under one MPS server share that folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MpsMounts {
     pub pipe: std::path::PathBuf,
@@ -38,9 +40,9 @@ pub struct MpsMounts {
 
 impl MpsMounts {
     fn mounts(&self) -> Vec<Mount> {
-        [(&self.pipe, self.pipe.as_path()), (&self.shm, Path::new("/dev/shm"))]
+        [(&self.pipe, self.pipe.as_path(), false), (&self.shm, Path::new("/dev/shm"), true)]
             .into_iter()
-            .map(|(host, container)| mount(&FileMount { host_path: host.clone(), container_path: container.to_path_buf(), writable: true }))
+            .map(|(host, container, writable)| mount(&FileMount { host_path: host.clone(), container_path: container.to_path_buf(), writable }))
             .collect()
     }
 }
@@ -211,7 +213,7 @@ pub(crate) mod tests {
         assert_eq!(
             at,
             [
-                ("/run/gpuwarden/mps/pipe", "/run/gpuwarden/mps/pipe", "rw"),
+                ("/run/gpuwarden/mps/pipe", "/run/gpuwarden/mps/pipe", "ro"),
                 ("/dev/shm", "/run/gpuwarden/mps/shm", "rw"),
                 ("/usr/libexec/gpuwarden/gpuwarden-launch", "/usr/local/bin/gpuwarden-launch", "ro")
             ]

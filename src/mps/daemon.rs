@@ -64,17 +64,42 @@ pub fn prepare_folders(config: &MpsConfig) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Where `start` records the daemon it started (pid and start time), in the
+/// log folder, which no container sees: the socket files in the pipe folder
+/// can be removed from under a live daemon by anything that mounts the folder.
+fn pid_file(config: &MpsConfig) -> PathBuf {
+    config.log_directory.join("gpuwarden-control.pid")
+}
+
+/// The daemon `start` recorded, if that very process still runs.
+fn recorded(config: &MpsConfig) -> Option<i32> {
+    let text = std::fs::read_to_string(pid_file(config)).ok()?;
+    let (pid, start) = text.trim().split_once(' ')?;
+    let (pid, start): (i32, u64) = (pid.parse().ok()?, start.parse().ok()?);
+    let now = crate::proc::parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    (now == start && is_running(Path::new(&format!("/proc/{pid}")))).then_some(pid)
+}
+
 /// Starts the daemon unless one answers already, then sets `ceiling` on
 /// devices `0..devices` and reads it back. A daemon whose ceiling does not
-/// hold is stopped again.
+/// hold is stopped again, and one that runs but no longer answers (its
+/// socket gone) is ended and started afresh.
 pub fn start(config: &MpsConfig, ceiling: &Ceiling, devices: u32) -> Result<Started, DaemonError> {
     let control = ControlBinary::new(config);
     let started = match probe::daemon(&config.pipe_directory, Path::new("/proc")) {
         Ok(d) => Started::AlreadyRunning { pid: d.pid },
         Err(_) => {
+            if let Some(orphan) = recorded(config) {
+                tracing::warn!("the MPS control daemon (pid {orphan}) runs but does not answer in {}: ending it", config.pipe_directory.display());
+                end(orphan, &[])?;
+            }
             prepare_folders(config)?;
             spawn(config, &control)?;
-            Started::Now { pid: wait_up(&config.pipe_directory)? }
+            let pid = wait_up(&config.pipe_directory)?;
+            if let Some(start) = crate::proc::parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()) {
+                let _ = crate::fsutil::write_atomic(&pid_file(config), format!("{pid} {start}\n").as_bytes(), 0o644);
+            }
+            Started::Now { pid }
         }
     };
     if let Err(e) = ceiling.apply(&control, devices) {
@@ -125,8 +150,8 @@ fn wait_up(pipe: &Path) -> Result<i32, DaemonError> {
 pub enum Stopped {
     /// It quit when asked.
     Quit { pid: i32 },
-    /// It did not quit in time (servers busy or hung): it and its servers
-    /// were ended with SIGTERM, then SIGKILL.
+    /// It did not quit in time (servers busy or hung), or no longer answered
+    /// (its socket gone): it and its servers were ended with SIGTERM, then SIGKILL.
     Ended { pid: i32 },
 }
 
@@ -134,24 +159,44 @@ pub enum Stopped {
 /// time, ends it and its servers, so nothing is left. `None` when no daemon
 /// was running.
 pub fn stop(config: &MpsConfig) -> Result<Option<Stopped>, DaemonError> {
-    let Ok(d) = probe::daemon(&config.pipe_directory, Path::new("/proc")) else { return Ok(None) };
-    match ControlBinary::new(config).ask("quit") {
-        Ok(_) | Err(MpsError::NotRunning { .. }) | Err(MpsError::Timeout { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    if gone_within(d.pid, WAIT) {
-        return Ok(Some(Stopped::Quit { pid: d.pid }));
-    }
-    let servers: Vec<i32> = probe::daemon(&config.pipe_directory, Path::new("/proc")).map(|now| now.servers.iter().map(|s| s.pid).collect()).unwrap_or_default();
+    let stopped = match probe::daemon(&config.pipe_directory, Path::new("/proc")) {
+        Ok(d) => {
+            match ControlBinary::new(config).ask("quit") {
+                Ok(_) | Err(MpsError::NotRunning { .. }) | Err(MpsError::Timeout { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if gone_within(d.pid, WAIT) {
+                Some(Stopped::Quit { pid: d.pid })
+            } else {
+                let servers: Vec<i32> = probe::daemon(&config.pipe_directory, Path::new("/proc")).map(|now| now.servers.iter().map(|s| s.pid).collect()).unwrap_or_default();
+                end(d.pid, &servers)?;
+                Some(Stopped::Ended { pid: d.pid })
+            }
+        }
+        // Its socket is gone, but the process may not be: the record says.
+        Err(_) => match recorded(config) {
+            Some(pid) => {
+                end(pid, &[])?;
+                Some(Stopped::Ended { pid })
+            }
+            None => None,
+        },
+    };
+    let _ = std::fs::remove_file(pid_file(config));
+    Ok(stopped)
+}
+
+/// Ends `pid` and `servers` with SIGTERM, then SIGKILL.
+fn end(pid: i32, servers: &[i32]) -> Result<(), DaemonError> {
     for signal in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGKILL] {
-        for pid in std::iter::once(d.pid).chain(servers.iter().copied()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        for p in std::iter::once(pid).chain(servers.iter().copied()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), signal);
         }
-        if gone_within(d.pid, Duration::from_secs(2)) && servers.iter().all(|s| gone_within(*s, Duration::from_millis(500))) {
-            return Ok(Some(Stopped::Ended { pid: d.pid }));
+        if gone_within(pid, Duration::from_secs(2)) && servers.iter().all(|s| gone_within(*s, Duration::from_millis(500))) {
+            return Ok(());
         }
     }
-    Err(DaemonError::StillRunning { pid: d.pid })
+    Err(DaemonError::StillRunning { pid })
 }
 
 fn gone_within(pid: i32, wait: Duration) -> bool {

@@ -38,7 +38,7 @@ pub fn stop(config: &Config) -> Result<ExitCode> {
     match daemon::stop(&config.mps)? {
         Some(Stopped::Quit { pid }) => println!("stopped the MPS control daemon (pid {pid})"),
         Some(Stopped::Ended { pid }) => {
-            println!("stopped the MPS control daemon (pid {pid}): it did not quit within 5 s (busy or hung servers), so it and its servers were ended with signals")
+            println!("stopped the MPS control daemon (pid {pid}): it did not quit when asked (busy or hung servers, or its socket was gone), so it was ended with signals")
         }
         None => println!("no MPS control daemon answers in {}: nothing to stop", config.mps.pipe_directory.display()),
     }
