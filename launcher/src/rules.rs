@@ -72,15 +72,27 @@ pub struct Applied {
     pub missing: Vec<OsString>,
 }
 
+/// The rights the ruleset handles (denies unless a rule grants them): every
+/// file-system right up to [`FS_ABI`], and TCP bind or connect only when the
+/// profile names ports for them.
+pub fn handled(r: &Rules) -> (enumflags2::BitFlags<AccessFs>, enumflags2::BitFlags<AccessNet>) {
+    let mut net = enumflags2::BitFlags::empty();
+    if !r.bind.is_empty() {
+        net |= AccessNet::BindTcp;
+    }
+    if !r.connect.is_empty() {
+        net |= AccessNet::ConnectTcp;
+    }
+    (AccessFs::from_all(FS_ABI), net)
+}
+
 /// Builds the ruleset and restricts this process (and what it execs) to it.
 pub fn apply(r: &Rules) -> Result<Applied, String> {
     let err = |e: landlock::RulesetError| e.to_string();
-    let mut ruleset = Ruleset::default().handle_access(AccessFs::from_all(FS_ABI)).map_err(err)?;
-    if !r.bind.is_empty() {
-        ruleset = ruleset.handle_access(AccessNet::BindTcp).map_err(err)?;
-    }
-    if !r.connect.is_empty() {
-        ruleset = ruleset.handle_access(AccessNet::ConnectTcp).map_err(err)?;
+    let (fs, net) = handled(r);
+    let mut ruleset = Ruleset::default().handle_access(fs).map_err(err)?;
+    if !net.is_empty() {
+        ruleset = ruleset.handle_access(net).map_err(err)?;
     }
     let mut created = ruleset.create().map_err(err)?;
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
@@ -123,6 +135,22 @@ mod tests {
         let r = parse(args).unwrap();
         assert_eq!(r.command, os(&["sh", "-c", "echo 'a  b' \"q\"", "", "--read", "x"]));
         assert_eq!((r.read, r.write, r.bind, r.require_full, r.caps), (os(&["/"]), os(&["/tmp"]), vec![8188], true, vec!["CAP_SYS_NICE".to_string()]));
+    }
+
+    #[test]
+    fn what_is_handled_per_profile_and_what_each_abi_can_enforce() {
+        let comfy = parse(os(&["--read", "/", "--write", "/tmp", "--bind", "8188", "--", "x"])).unwrap();
+        let (fs, net) = handled(&comfy);
+        assert!(fs.contains(AccessFs::IoctlDev) && fs.contains(AccessFs::Truncate) && fs.contains(AccessFs::Refer), "{fs:?}");
+        assert_eq!(net, AccessNet::BindTcp, "connect stays open without connect ports");
+        let blender = parse(os(&["--read", "/", "--write", "/render", "--", "x"])).unwrap();
+        assert!(handled(&blender).1.is_empty(), "no ports: the network is left alone");
+        // What a kernel of each ABI leaves out of the requested rights (enforced partly there).
+        let missing = |abi| fs & !AccessFs::from_all(abi);
+        assert_eq!(missing(ABI::V1), AccessFs::Refer | AccessFs::Truncate | AccessFs::IoctlDev);
+        assert_eq!(missing(ABI::V3), enumflags2::BitFlags::from(AccessFs::IoctlDev));
+        assert!(missing(ABI::V5).is_empty() && missing(ABI::V7).is_empty());
+        assert!(AccessNet::from_all(ABI::V3).is_empty() && AccessNet::from_all(ABI::V4).contains(AccessNet::BindTcp), "TCP rules need ABI 4");
     }
 
     #[test]
