@@ -616,3 +616,39 @@ fn real_blender_renders_a_frame_under_its_profile_and_writes_nothing_else() {
     assert!(inspect.starts_with("true ") && inspect.contains("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=50"), "{inspect}");
     assert!(w.held_ids().is_empty(), "the render's share was released when it exited");
 }
+
+#[test]
+fn cuda_reaches_the_driver_the_same_with_and_without_the_launcher() {
+    let Some(mut w) = World::new("cuda_reaches_the_driver_the_same_with_and_without_the_launcher", true, "") else { return };
+    let st = Command::new(repo().join("scripts/blender-image.sh")).status().expect("scripts/blender-image.sh runs");
+    assert!(st.success());
+    // A probe that loads the real libcuda and calls cuInit(0), in threads as CUDA programs do:
+    // without a GPU it reaches the driver and returns 100 (no device); rules that broke the
+    // path before the device (device nodes, /proc, the libraries) would change that.
+    let dir = w.dir.path().join("probe");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("cuprobe.c");
+    std::fs::write(
+        &src,
+        "#include <dlfcn.h>\n#include <stdio.h>\nint main(void) {\n  void *h = dlopen(\"libcuda.so.1\", RTLD_NOW);\n  if (!h) { printf(\"dlopen: %s\\n\", dlerror()); return 1; }\n  int (*init)(unsigned) = (int (*)(unsigned))dlsym(h, \"cuInit\");\n  printf(\"cuInit=%d\\n\", init(0));\n  return 0;\n}\n",
+    )
+    .unwrap();
+    let o = Command::new("cc").arg("-O2").arg("-o").arg(dir.join("cuprobe")).arg(&src).arg("-ldl").output().expect("cc is installed");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let volume = format!("{}:/usr/local/bin/cuprobe:ro", dir.join("cuprobe").display());
+    let image = "localhost/gpuwarden-blender:bookworm";
+    let plain = w.run_image("cuda-plain", image, &["--rm", "--device", "nvidia.com/gpu=0", "-v", &volume], &["/usr/local/bin/cuprobe"], false);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert_eq!(stdout(&plain).trim(), "cuInit=100", "without MPS, the driver is reached: no device: {}", stderr(&plain));
+    // The same MPS client without the launcher: the daemon's env and folders, no rules.
+    let pipe = w.mps_dir().join("pipe").display().to_string();
+    let (env, pipe_mount, shm_mount) =
+        (format!("CUDA_MPS_PIPE_DIRECTORY={pipe}"), format!("{pipe}:{pipe}:ro"), format!("{}:/dev/shm", w.mps_dir().join("shm").display()));
+    let mps_plain = w.run_image("cuda-mps", image, &["--rm", "--device", "nvidia.com/gpu=0", "-v", &volume, "-e", &env, "-v", &pipe_mount, "-v", &shm_mount], &["/usr/local/bin/cuprobe"], false);
+    let confined = w.run_image("cuda-launcher", image, &["--rm", "--device", "nvidia.com/gpu=blender", "-v", &volume], &["/usr/local/bin/cuprobe"], false);
+    assert!(mps_plain.status.success() && confined.status.success(), "{}\n{}", stderr(&mps_plain), stderr(&confined));
+    // 805 (CUDA_ERROR_MPS_CONNECTION_FAILED): CUDA reached gpuwarden's daemon, which cannot start a server without a GPU.
+    assert_eq!(stdout(&mps_plain).trim(), "cuInit=805", "{}", stderr(&mps_plain));
+    assert_eq!(stdout(&confined).trim(), stdout(&mps_plain).trim(), "the launcher's rules change what CUDA sees: {}", stderr(&confined));
+    assert!(stderr(&confined).contains("gpuwarden-launch: Landlock ABI "), "{}", stderr(&confined));
+}
