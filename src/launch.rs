@@ -40,6 +40,10 @@ pub fn command(profile: &Profile, config: &Config, args: &[String]) -> Vec<Strin
         push("--connect", p.0.to_string());
     }
     push("--require", if l.require == Require::Full { "full" } else { "abi1" }.into());
+    if !config.mps.enabled {
+        // The hooks' stderr is not shown when they succeed; the workload's is.
+        push("--warn", "MPS is off ([mps] enabled = false in gpuwarden's config.toml): nothing limits this container on the GPU".into());
+    }
     push("--caps", profile.capabilities.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
     out.push("--".into());
     out.extend(args.iter().cloned());
@@ -80,5 +84,9 @@ mod tests {
             assert!(pairs.contains(&want), "{want:?} missing from {pairs:?}");
         }
         assert_eq!(workload(&args), None, "not a launcher command line");
+        assert!(!cmd.contains(&"--warn".to_string()));
+        let off = Config::parse("[mps]\nenabled = false\n", std::path::Path::new("c")).unwrap();
+        let cmd = command(off.profile("comfyui").unwrap(), &off, &args);
+        assert!(cmd.windows(2).any(|w| w[0] == "--warn" && w[1].starts_with("MPS is off")), "{cmd:?}");
     }
 }

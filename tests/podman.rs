@@ -652,3 +652,19 @@ fn cuda_reaches_the_driver_the_same_with_and_without_the_launcher() {
     assert_eq!(stdout(&confined).trim(), stdout(&mps_plain).trim(), "the launcher's rules change what CUDA sees: {}", stderr(&confined));
     assert!(stderr(&confined).contains("gpuwarden-launch: Landlock ABI "), "{}", stderr(&confined));
 }
+
+#[test]
+fn with_mps_off_every_container_says_so_where_the_user_sees_it() {
+    let Some(mut w) = World::new("with_mps_off_every_container_says_so_where_the_user_sees_it", true, "") else { return };
+    let text = std::fs::read_to_string(&w.config).unwrap().replace("[mps]\n", "[mps]\nenabled = false\n");
+    std::fs::write(&w.config, text).unwrap();
+    let o = w.run("off", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "echo ran"], false);
+    assert!(o.status.success(), "MPS off is a choice: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("gpuwarden-launch: WARNING: MPS is off ([mps] enabled = false in gpuwarden's config.toml): nothing limits this container on the GPU"),
+        "podman run shows it: {}",
+        stderr(&o)
+    );
+    let s = stdout(&gpuwarden(&["--config", &w.config, "status"], b""));
+    assert!(s.contains("MPS  OFF"), "{s}");
+}

@@ -60,6 +60,9 @@ fn main() -> ExitCode {
         };
         eprintln!("gpuwarden-launch: Landlock {}: rules {how}{skipped}", applied.abi);
     }
+    for line in &rules.warn {
+        eprintln!("gpuwarden-launch: WARNING: {line}");
+    }
     let (program, args) = rules.command.split_first().expect("parse checks there is a program");
     let err = std::process::Command::new(program).args(args).exec();
     eprintln!("gpuwarden-launch: cannot run {}: {err}", String::from_utf8_lossy(program.as_bytes()));

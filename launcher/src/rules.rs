@@ -23,6 +23,8 @@ pub struct Rules {
     pub require_full: bool,
     /// Capabilities the workload may keep (`CAP_SYS_NICE`, ...).
     pub caps: Vec<String>,
+    /// Lines to say on stderr at every start (MPS off, ...).
+    pub warn: Vec<String>,
     /// The workload: program and arguments, exactly as given.
     pub command: Vec<OsString>,
 }
@@ -57,6 +59,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Rules, String> 
                 other => return Err(format!("--require {other}: full or abi1")),
             },
             "--caps" => r.caps = text().split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect(),
+            "--warn" => r.warn.push(text()),
             other => return Err(format!("unknown option {other}")),
         }
     }
