@@ -6,6 +6,7 @@
 
 pub mod budget;
 pub mod cdi;
+pub mod clock;
 pub mod config;
 pub mod discover;
 pub mod fsutil;

@@ -27,17 +27,24 @@ fn podman(args: &[&str]) -> Output {
 }
 
 fn ensure_image() {
-    if podman(&["image", "exists", IMAGE]).status.success() {
+    busybox_image(IMAGE, |_| {});
+}
+
+/// Imports a busybox root filesystem as `image` unless it exists; `extra`
+/// adds to the root (given its path) before the import.
+fn busybox_image(image: &str, extra: impl FnOnce(&Path)) {
+    if podman(&["image", "exists", image]).status.success() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let rootfs = dir.path().join("rootfs/bin");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("busybox")).expect("busybox-static is installed (scripts/setup.sh)");
-    std::os::unix::fs::symlink("busybox", rootfs.join("sh")).unwrap();
-    let tar = dir.path().join("bb.tar");
-    assert!(Command::new("tar").arg("-C").arg(dir.path().join("rootfs")).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
-    let o = podman(&["import", tar.to_str().unwrap(), IMAGE]);
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed (scripts/setup.sh)");
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    extra(&rootfs);
+    let tar = dir.path().join("rootfs.tar");
+    assert!(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+    let o = podman(&["import", tar.to_str().unwrap(), image]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -539,23 +546,14 @@ fn the_launcher_confines_the_workload_and_becomes_it() {
 /// effective uid, installed setuid root.
 fn ensure_setuid_image() -> &'static str {
     const SUID_IMAGE: &str = "localhost/gpuwarden-test-setuid:latest";
-    if podman(&["image", "exists", SUID_IMAGE]).status.success() {
-        return SUID_IMAGE;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = dir.path().join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    let src = dir.path().join("euid.c");
-    std::fs::write(&src, "#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf(\"euid=%d\\n\", (int)geteuid()); return 0; }\n").unwrap();
-    let o = Command::new("cc").args(["-static", "-O2", "-o"]).arg(rootfs.join("bin/euid")).arg(&src).output().expect("cc is installed");
-    assert!(o.status.success(), "cc -static: {}", stderr(&o));
-    std::fs::set_permissions(rootfs.join("bin/euid"), std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
-    let tar = dir.path().join("suid.tar");
-    assert!(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
-    let o = podman(&["import", tar.to_str().unwrap(), SUID_IMAGE]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    busybox_image(SUID_IMAGE, |rootfs| {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("euid.c");
+        std::fs::write(&src, "#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf(\"euid=%d\\n\", (int)geteuid()); return 0; }\n").unwrap();
+        let o = Command::new("cc").args(["-static", "-O2", "-o"]).arg(rootfs.join("bin/euid")).arg(&src).output().expect("cc is installed");
+        assert!(o.status.success(), "cc -static: {}", stderr(&o));
+        std::fs::set_permissions(rootfs.join("bin/euid"), std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    });
     SUID_IMAGE
 }
 

@@ -18,9 +18,7 @@ fn stdin() -> Result<Vec<u8>> {
     Ok(input)
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+use gpuwarden::clock::unix_seconds as now;
 
 impl Options {
     fn settings(&self) -> std::result::Result<Config, gpuwarden::config::ConfigError> {

@@ -68,9 +68,8 @@ pub enum AdmitError {
 pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     let state = HookState::parse(input)?;
     let cfg = ContainerConfig::from_bundle(state.bundle()?)?;
-    // Every refusal names the container as `podman ps` shows it, and its name when it has one.
     let name = super::container_name(&state, &cfg);
-    let id = name.as_ref().map_or_else(|| state.short_id().to_string(), |n| format!("{} {n}", state.short_id()));
+    let id = crate::ledger::label(&state.id, name.as_deref());
     if let Some(reason) = cfg.annotation(REFUSAL_ANNOTATION) {
         let profile = cfg.profile_name().ok().flatten().map_or_else(String::new, |p| format!(" ({p})"));
         return Err(AdmitError::Precreate { id, profile, reason: reason.to_string() });

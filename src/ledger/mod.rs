@@ -36,11 +36,17 @@ pub struct Reservation {
 impl Reservation {
     /// `3f2a1c4d5e6f` or `3f2a1c4d5e6f comfy-1`.
     pub fn label(&self) -> String {
-        let id = crate::oci::short_id(&self.id);
-        match &self.name {
-            Some(n) => format!("{id} {n}"),
-            None => id.to_string(),
-        }
+        label(&self.id, self.name.as_deref())
+    }
+}
+
+/// How refusals, logs and `status` name a container: its id as `podman ps`
+/// shows it, and its name when it has one.
+pub fn label(id: &str, name: Option<&str>) -> String {
+    let id = crate::oci::short_id(id);
+    match name {
+        Some(n) => format!("{id} {n}"),
+        None => id.to_string(),
     }
 }
 

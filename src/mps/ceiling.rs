@@ -59,8 +59,18 @@ impl Ceiling {
         Ok(())
     }
 
+    /// Whether a daemon holding `threads` and these per-device pinned limits
+    /// holds this ceiling (it answers percentages with one decimal).
+    pub fn holds(&self, threads: f64, pinned: &[(u32, Option<ByteSize>)]) -> bool {
+        self.threads_hold(threads) && pinned.iter().all(|(_, l)| *l == Some(self.pinned))
+    }
+
+    fn threads_hold(&self, held: f64) -> bool {
+        (held - f64::from(self.threads)).abs() <= 0.05
+    }
+
     fn check_threads(&self, held: f64) -> Result<(), CeilingError> {
-        if (held - f64::from(self.threads)).abs() > 0.05 {
+        if !self.threads_hold(held) {
             return Err(CeilingError::Mismatch { what: "default_active_thread_percentage".into(), set: self.threads.to_string(), held: format!("{held:.1}") });
         }
         Ok(())

@@ -6,7 +6,7 @@
 //! back by the callers.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::size::ByteSize;
@@ -137,11 +137,6 @@ pub fn clients(c: &dyn Control, server: i32) -> Result<Vec<i32>, MpsError> {
 fn pids(c: &dyn Control, command: String) -> Result<Vec<i32>, MpsError> {
     let answer = c.ask(&command)?;
     answer.split_whitespace().map(|p| p.parse().map_err(|_| MpsError::Rejected { command: command.clone(), answer: answer.clone() })).collect()
-}
-
-/// Whether `path` names the control binary by a path (else it is looked up in PATH).
-pub fn is_path(binary: &Path) -> bool {
-    binary.components().count() > 1
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use super::ceiling::{Ceiling, CeilingError};
 use super::control::{Control, ControlBinary, MpsError};
 use super::probe::{self, ProbeError};
 use crate::config::MpsConfig;
+use crate::proc::{ProcFs, Processes};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -76,7 +77,7 @@ fn recorded(config: &MpsConfig) -> Option<i32> {
     let text = std::fs::read_to_string(pid_file(config)).ok()?;
     let (pid, start) = text.trim().split_once(' ')?;
     let (pid, start): (i32, u64) = (pid.parse().ok()?, start.parse().ok()?);
-    let now = crate::proc::parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let now = ProcFs.start_time(pid)?;
     (now == start && is_running(Path::new(&format!("/proc/{pid}")))).then_some(pid)
 }
 
@@ -96,7 +97,7 @@ pub fn start(config: &MpsConfig, ceiling: &Ceiling, devices: u32) -> Result<Star
             prepare_folders(config)?;
             spawn(config, &control)?;
             let pid = wait_up(&config.pipe_directory)?;
-            if let Some(start) = crate::proc::parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()) {
+            if let Some(start) = ProcFs.start_time(pid) {
                 let _ = crate::fsutil::write_atomic(&pid_file(config), format!("{pid} {start}\n").as_bytes(), 0o644);
             }
             Started::Now { pid }
@@ -232,6 +233,6 @@ pub fn status(config: &MpsConfig, devices: u32) -> Result<DaemonStatus, DaemonEr
     let c = ControlBinary::new(config);
     let threads = super::control::thread_default(&c)?;
     let pinned = (0..devices).map(|o| Ok((o, super::control::pinned_default(&c, o)?))).collect::<Result<_, MpsError>>()?;
-    let servers = d.servers.iter().map(|s| Ok((*s, super::control::clients(&c, s.pid).unwrap_or_default()))).collect::<Result<_, MpsError>>()?;
+    let servers = d.servers.iter().map(|s| (*s, super::control::clients(&c, s.pid).unwrap_or_default())).collect();
     Ok(DaemonStatus { pid: d.pid, threads, pinned, servers })
 }

@@ -44,10 +44,6 @@ impl HookState {
         if self.bundle.as_os_str().is_empty() { Err(StateError::Missing("bundle")) } else { Ok(&self.bundle) }
     }
 
-    /// The id as `podman ps` shows it.
-    pub fn short_id(&self) -> &str {
-        short_id(&self.id)
-    }
 }
 
 pub fn short_id(id: &str) -> &str {
@@ -61,7 +57,7 @@ mod tests {
     #[test]
     fn reads_what_runc_writes() {
         let s = HookState::parse(br#"{"ociVersion":"1.0.2","id":"3f2a1c4d5e6f7a8b","status":"created","pid":4242,"bundle":"/run/b","annotations":{"a":"b"}}"#).unwrap();
-        assert_eq!((s.short_id(), s.pid, s.bundle.to_str().unwrap()), ("3f2a1c4d5e6f", Some(4242), "/run/b"));
+        assert_eq!((short_id(&s.id), s.pid, s.bundle.to_str().unwrap()), ("3f2a1c4d5e6f", Some(4242), "/run/b"));
         assert_eq!(s.annotations["a"], "b");
     }
 

@@ -301,10 +301,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Seconds since the Unix epoch.
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+use gpuwarden::clock::unix_seconds as now;
 
 use gpuwarden::fsutil::absolute;
 

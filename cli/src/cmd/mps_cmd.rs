@@ -68,7 +68,7 @@ pub fn render(config: &Config, status: std::result::Result<DaemonStatus, daemon:
     let _ = writeln!(out, "MPS  control daemon pid {}  pipe directory {}", s.pid, config.mps.pipe_directory.display());
     let _ = writeln!(out, "  defaults: {:.0}% of the SMs; pinned memory {}", s.threads, pinned.join(", "));
     match Ceiling::of(config) {
-        Some(c) if (s.threads - f64::from(c.threads)).abs() > 0.05 || s.pinned.iter().any(|(_, l)| *l != Some(c.pinned)) => {
+        Some(c) if !c.holds(s.threads, &s.pinned) => {
             let _ = writeln!(out, "  ! not the ceiling ({}%, {}): someone changed them; run `gpuwarden mps start` to set them again", c.threads, c.pinned.mps_limit());
         }
         _ => {}
