@@ -21,6 +21,7 @@ pub mod oci;
 pub mod policy;
 pub mod proc;
 pub mod rewrite;
+pub mod shim;
 pub mod size;
 pub mod status;
 pub mod text;

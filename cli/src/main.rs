@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `gpuwarden status | head` ends quietly, as other command-line tools do,
+    // instead of failing on a closed pipe.
+    // SAFETY: set before any other thread exists; SIG_DFL installs no handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
     let cli = cmd::Cli::parse();
     gpuwarden::logging::init(cli.verbose);
     match cmd::run(cli) {

@@ -53,6 +53,7 @@ fn nodes(found: &[discover::DeviceNode]) -> Vec<DeviceNode> {
         .map(|n| DeviceNode {
             path: n.path.display().to_string(),
             host_path: (n.host_path != n.path).then(|| n.host_path.display().to_string()),
+            ..Default::default()
         })
         .collect()
 }
@@ -63,11 +64,12 @@ fn mount(m: &FileMount) -> Mount {
         host_path: m.host_path.display().to_string(),
         container_path: m.container_path.display().to_string(),
         options: [access, "nosuid", "nodev", "bind"].map(String::from).to_vec(),
+        kind: None,
     }
 }
 
 fn hooks(call: &HookCall) -> Vec<Hook> {
-    let hook = |stage: &str, verb: &str| Hook { hook_name: stage.into(), path: call.path.display().to_string(), args: call.args(verb), timeout: None };
+    let hook = |stage: &str, verb: &str| Hook { hook_name: stage.into(), path: call.path.display().to_string(), args: call.args(verb), ..Default::default() };
     vec![hook(ADMIT_STAGE, "admit"), hook(RELEASE_STAGE, "release")]
 }
 
@@ -178,7 +180,7 @@ pub(crate) mod tests {
         assert_eq!(names(&spec), ["0", inv.gpus[0].uuid.as_str(), "all", "comfyui", "blender"]);
         let comfy = &spec.devices[3].container_edits;
         assert_eq!(comfy.env, ["GPUWARDEN_PROFILE=comfyui"]);
-        assert_eq!(comfy.device_nodes, [DeviceNode { path: "/dev/nvidia0".into(), host_path: None }]);
+        assert_eq!(comfy.device_nodes, [DeviceNode { path: "/dev/nvidia0".into(), ..Default::default() }]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! names and ownership.
 
 mod build;
+pub mod inject;
 mod model;
 mod names;
 mod registry;
@@ -13,7 +14,7 @@ mod write;
 pub use build::{build_spec, MpsMounts, SpecInput};
 pub use model::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
 pub use names::{is_device_name, Kind, KindError};
-pub use registry::{scan, SpecFile, DEFAULT_SPEC_DIRS};
+pub use registry::{is_spec_file, scan, SpecFile, DEFAULT_SPEC_DIRS};
 pub use write::{install, render, Format, InstallError};
 
 /// The spec-level env entry that marks a spec as written by gpuwarden. An env

@@ -1,6 +1,7 @@
-//! The CDI spec as gpuwarden writes it: the subset of the format it uses, in
-//! the field order people expect to read. Field names are CDI's, so the CNCF
-//! crate's own types read what these write.
+//! The CDI spec: what gpuwarden writes, in the field order people expect to
+//! read, and what the Docker runtime shim reads back from any vendor's spec
+//! (the optional fields below are never written by gpuwarden). Field names
+//! are CDI's, so the CNCF crate's own types read what these write.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,22 @@ pub struct DeviceNode {
     /// Set only where it differs from `path` (CDI 0.5.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<String>,
+    /// `c`, `b` or `p`; read from the host node when absent.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minor: Option<i64>,
+    /// Device cgroup access (`rwm` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +73,8 @@ pub struct Mount {
     pub container_path: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +84,8 @@ pub struct Hook {
     pub path: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<i64>,
 }

@@ -73,17 +73,74 @@ impl ContainerConfig {
         self.env_list().filter_map(|e| e.split_once('=')).filter(|(k, _)| *k == name).map(|(_, v)| v).last()
     }
 
-    /// Sets env var `name`, replacing every earlier definition.
+    /// Sets env var `name`: a definition already there is replaced where it
+    /// stands (as CDI's env edits do), others with that name removed; a new
+    /// one goes last.
     pub fn set_env(&mut self, name: &str, value: &str) {
-        let process = self.object_mut(&["process"]);
-        let env = process.entry("env").or_insert(Value::Array(Vec::new()));
-        if !env.is_array() {
-            *env = Value::Array(Vec::new());
-        }
-        let list = env.as_array_mut().expect("just made an array");
+        let list = self.array_mut(&["process"], "env");
         let prefix = format!("{name}=");
-        list.retain(|e| !e.as_str().is_some_and(|s| s.starts_with(&prefix)));
-        list.push(Value::String(format!("{name}={value}")));
+        let is_it = |e: &Value| e.as_str().is_some_and(|s| s.starts_with(&prefix));
+        let entry = Value::String(format!("{name}={value}"));
+        match list.iter().rposition(is_it) {
+            Some(at) => {
+                list[at] = entry;
+                let mut i = 0;
+                list.retain(|e| {
+                    i += 1;
+                    i - 1 == at || !is_it(e)
+                });
+            }
+            None => list.push(entry),
+        }
+    }
+
+    /// The array `key` of the object at `parent`, created if absent or not an array.
+    fn array_mut(&mut self, parent: &[&str], key: &str) -> &mut Vec<Value> {
+        let slot = self.object_mut(parent).entry(key).or_insert(Value::Array(Vec::new()));
+        if !slot.is_array() {
+            *slot = Value::Array(Vec::new());
+        }
+        slot.as_array_mut().expect("just made an array")
+    }
+
+    /// Puts `entry` last in the array `key` of `parent`, after removing the
+    /// first entry whose `field` equals the new one's (CDI's remove-then-add
+    /// for devices and mounts).
+    pub fn replace_in(&mut self, parent: &[&str], key: &str, field: &str, entry: Value) {
+        let list = self.array_mut(parent, key);
+        if let Some(at) = list.iter().position(|e| e.get(field).is_some() && e.get(field) == entry.get(field)) {
+            list.remove(at);
+        }
+        list.push(entry);
+    }
+
+    /// Appends `entry` to the array `key` of `parent`.
+    pub fn push_to(&mut self, parent: &[&str], key: &str, entry: Value) {
+        self.array_mut(parent, key).push(entry);
+    }
+
+    /// Orders mounts by the depth of their destination, keeping the order of
+    /// equal depths, so a mount is never hidden by its parent's (what CDI's
+    /// reference library does after adding mounts).
+    pub fn sort_mounts_by_depth(&mut self) {
+        fn depth(m: &Value) -> usize {
+            let dest = m.get("destination").and_then(Value::as_str).unwrap_or("");
+            let mut parts: Vec<&str> = Vec::new();
+            for p in dest.split('/') {
+                match p {
+                    "" | "." => {}
+                    ".." => {
+                        parts.pop();
+                    }
+                    p => parts.push(p),
+                }
+            }
+            // As Go's strings.Split(filepath.Clean(dest), "/"): "/" and "/a" are both 2.
+            if dest.starts_with('/') { 1 + parts.len().max(1) } else { parts.len().max(1) }
+        }
+        if let Some(list) = self.0.get_mut("mounts").and_then(Value::as_array_mut) {
+            list.sort_by_key(depth);
+        }
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
@@ -112,13 +169,7 @@ impl ContainerConfig {
 
     /// Appends a hook to `stage`.
     pub fn add_hook(&mut self, stage: &str, path: &str, args: &[String]) {
-        let hooks = self.object_mut(&["hooks"]);
-        let list = hooks.entry(stage).or_insert(Value::Array(Vec::new()));
-        if !list.is_array() {
-            *list = Value::Array(Vec::new());
-        }
-        let hook = serde_json::json!({ "path": path, "args": args });
-        list.as_array_mut().expect("just made an array").push(hook);
+        self.push_to(&["hooks"], stage, serde_json::json!({ "path": path, "args": args }));
     }
 
     /// The profile this container asks for, from the profile device's env or
@@ -185,18 +236,19 @@ impl ContainerConfig {
         if self.mounts().iter().rev().find(|(d, _)| *d == destination).is_some_and(|(_, s)| *s == source) {
             return;
         }
-        let mounts = self.0.as_object_mut().expect("a config is an object").entry("mounts").or_insert(Value::Array(Vec::new()));
-        if !mounts.is_array() {
-            *mounts = Value::Array(Vec::new());
-        }
         let access = if readonly { "ro" } else { "rw" };
         let mount = serde_json::json!({"destination": destination, "type": "bind", "source": source, "options": ["rbind", access, "nosuid", "nodev"]});
-        mounts.as_array_mut().expect("just made an array").push(mount);
+        self.push_to(&[], "mounts", mount);
     }
 
     /// The UID the container's process runs as (0 when the config names none).
     pub fn uid(&self) -> u32 {
         self.at(&["process", "user", "uid"]).and_then(Value::as_u64).and_then(|u| u32::try_from(u).ok()).unwrap_or(0)
+    }
+
+    /// The GID the container's process runs as (0 when the config names none).
+    pub fn gid(&self) -> u32 {
+        self.at(&["process", "user", "gid"]).and_then(Value::as_u64).and_then(|u| u32::try_from(u).ok()).unwrap_or(0)
     }
 
     pub fn root_readonly(&self) -> bool {
@@ -288,10 +340,30 @@ pub(crate) mod tests {
         c.retain_capabilities(&BTreeSet::from(["CAP_KILL".to_string()]));
         let v: Value = serde_json::from_slice(&c.to_json()).unwrap();
         assert_eq!(v["process"]["x-future-field"]["kept"], true);
-        assert_eq!(v["process"]["env"], serde_json::json!(["GPUWARDEN_PROFILE=comfyui", "PATH=/bin"]));
+        assert_eq!(v["process"]["env"], serde_json::json!(["PATH=/bin", "GPUWARDEN_PROFILE=comfyui"]), "replaced where it stood");
         assert_eq!(v["process"]["capabilities"]["bounding"], serde_json::json!(["CAP_KILL"]));
         assert_eq!(v["root"], serde_json::json!({"path": "/var/lib/containers/rootfs", "readonly": true}));
         assert_eq!(v["process"]["noNewPrivileges"], true);
+    }
+
+    #[test]
+    fn env_duplicates_collapse_onto_the_last_and_new_names_go_last() {
+        let mut c = ContainerConfig::parse(br#"{"process":{"env":["A=1","B=2","A=3"]}}"#, "t").unwrap();
+        c.set_env("A", "9");
+        c.set_env("C", "4");
+        let v: Value = serde_json::from_slice(&c.to_json()).unwrap();
+        assert_eq!(v["process"]["env"], serde_json::json!(["B=2", "A=9", "C=4"]));
+    }
+
+    #[test]
+    fn mounts_replace_by_destination_and_sort_by_depth_stably() {
+        let mut c = ContainerConfig::parse(br#"{"mounts":[{"destination":"/a/b/c"},{"destination":"/x","source":"old"},{"destination":"/"},{"destination":"/y"}]}"#, "t").unwrap();
+        c.replace_in(&[], "mounts", "destination", serde_json::json!({"destination": "/x", "source": "new"}));
+        c.sort_mounts_by_depth();
+        let v: Value = serde_json::from_slice(&c.to_json()).unwrap();
+        let order: Vec<&str> = v["mounts"].as_array().unwrap().iter().map(|m| m["destination"].as_str().unwrap()).collect();
+        assert_eq!(order, ["/", "/y", "/x", "/a/b/c"]);
+        assert_eq!(v["mounts"][2]["source"], "new");
     }
 
     #[test]

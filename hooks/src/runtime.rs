@@ -1,0 +1,95 @@
+//! `gpuwarden-runtime`: the OCI runtime Docker is configured with. On
+//! `create` it prepares the bundle's config.json through the library (CDI
+//! devices and the profile rewrite, as Podman gets them), then it execs the
+//! real runtime with the arguments it was given; every other command goes
+//! straight through. A refusal is written where containerd's shim reads a
+//! runtime's error (runc's `--log` file), so `docker run` shows it.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use gpuwarden::cdi::inject::stat_node;
+use gpuwarden::cdi::DEFAULT_SPEC_DIRS;
+use gpuwarden::hook::{HookCall, HOOK_BINARY};
+use gpuwarden::shim::{self, Invocation, ShimEnv};
+
+const HELP: &str = "\
+gpuwarden-runtime: an OCI runtime for Docker that gives containers a GPU under gpuwarden's
+budget, then runs the real runtime (runc) with the arguments it was given.
+
+Register it in /etc/docker/daemon.json, then reload dockerd (SIGHUP or a restart):
+  {\"runtimes\": {\"gpuwarden\": {\"path\": \"/usr/local/bin/gpuwarden-runtime\"}}}
+Docker 25+ with CDI: also \"features\": {\"cdi\": true} and \"default-runtime\": \"gpuwarden\".
+
+A container asks for a GPU with
+  docker run --runtime gpuwarden -e NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu=comfyui ...
+  docker run --runtime gpuwarden -e GPUWARDEN_PROFILE=comfyui ...   (the profile device)
+  docker run --device nvidia.com/gpu=comfyui ...                    (Docker 25+ with CDI)
+NVIDIA_VISIBLE_DEVICES also takes all, 0,1 and GPU UUIDs. Containers without a
+request are not touched.
+
+Options, before the runtime's own arguments (in daemon.json: \"runtimeArgs\"):
+  --gpuwarden-runtime PATH   the real runtime (default: runc, from PATH)
+  --gpuwarden-config FILE    gpuwarden's config (default: /etc/gpuwarden/config.toml)
+  --gpuwarden-cdi-dir DIR    CDI spec folder, repeatable (default: /etc/cdi, /var/run/cdi)
+  --gpuwarden-launcher PATH  the launcher to mount (default: gpuwarden-launch beside this binary)
+  --gpuwarden-hook PATH      the hook binary (default: gpuwarden-hook beside this binary)
+  --gpuwarden-help           this text
+";
+
+fn sibling(name: &str) -> Option<PathBuf> {
+    let here = std::env::current_exe().ok()?;
+    Some(here.parent()?.join(name))
+}
+
+fn prepare(inv: &Invocation, bundle: &Path) -> Result<(), String> {
+    let o = &inv.shim;
+    let settings = || gpuwarden::config::Config::load_from(o.config.as_deref());
+    let mut options = Vec::new();
+    if let Some(c) = &o.config {
+        options.extend(["--config".to_string(), gpuwarden::fsutil::absolute(c).display().to_string()]);
+    }
+    let hook = o.hook.clone().or_else(|| sibling(HOOK_BINARY)).unwrap_or_else(|| PathBuf::from(HOOK_BINARY));
+    let launcher = o.launcher.clone().or_else(|| sibling("gpuwarden-launch").filter(|p| p.exists()));
+    let cdi_dirs = if o.cdi_dirs.is_empty() { DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect() } else { o.cdi_dirs.clone() };
+    let env = ShimEnv { settings: &settings, cdi_dirs, host_nodes: &stat_node, admission: HookCall { path: hook, options }, launcher };
+    let done = shim::prepare(bundle, &env).map_err(|e| gpuwarden::text::one_line(&e))?;
+    tracing::debug!("{}: {done:?}", bundle.display());
+    Ok(())
+}
+
+/// Says why on stderr and in runc's `--log` file, where `docker run` reads it.
+fn refuse(log: Option<&Path>, why: &str) -> ExitCode {
+    let msg = format!("gpuwarden: {why}");
+    eprintln!("{msg}");
+    if let Some(log) = log {
+        let line = shim::log_line(&msg, gpuwarden::clock::unix_seconds());
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--gpuwarden-help") {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    let inv = match Invocation::parse(args) {
+        Ok(inv) => inv,
+        Err(e) => return refuse(None, &e.to_string()),
+    };
+    if let (Some("create"), Some(bundle)) = (inv.command.as_deref(), inv.bundle.as_deref()) {
+        gpuwarden::logging::init(0);
+        if let Err(why) = prepare(&inv, bundle) {
+            return refuse(inv.log.as_deref(), &why);
+        }
+    }
+    let e = std::process::Command::new(inv.runtime()).args(&inv.runtime_args).exec();
+    refuse(inv.log.as_deref(), &format!("cannot run the runtime {:?}: {e} (name it with --gpuwarden-runtime PATH)", inv.runtime()))
+}
