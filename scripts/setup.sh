@@ -18,8 +18,11 @@ EOS
 fi
 
 # gcc and libc6-dev: linking (the static hook needs libc.a), and the Triton test's cc;
-# nvidia-cuda-mps: NVIDIA's real MPS control daemon; systemd: systemd-analyze for the units.
-PACKAGES="podman runc busybox-static ca-certificates gcc libc6-dev nvidia-cuda-mps systemd"
+# nvidia-cuda-mps: NVIDIA's real MPS control daemon; systemd: systemd-analyze for the units;
+# docker.io, docker-compose: Docker 20.10 and docker-compose 1.29 for the runtime shim
+# (Docker 26 comes from Debian 13's packages, unpacked by scripts/docker26.sh, not installed);
+# debootstrap: the Debian root the Blender image is built on.
+PACKAGES="podman runc busybox-static ca-certificates gcc libc6-dev nvidia-cuda-mps systemd docker.io docker-compose debootstrap"
 MISSING=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || MISSING="$MISSING $p"
