@@ -64,14 +64,19 @@ impl Invocation {
             let mut rest = args[i + 1..].iter();
             let (name, value) = value_of(arg, &mut rest).expect("always some");
             let takes_next = !arg.contains('=');
-            let value = PathBuf::from(value.ok_or_else(|| ArgsError::Missing(name.to_string()))?);
-            match name {
-                "--gpuwarden-runtime" => shim.runtime = Some(value),
-                "--gpuwarden-config" => shim.config = Some(value),
-                "--gpuwarden-cdi-dir" => shim.cdi_dirs.push(value),
-                "--gpuwarden-launcher" => shim.launcher = Some(value),
-                "--gpuwarden-hook" => shim.hook = Some(value),
+            let slot = match name {
+                "--gpuwarden-runtime" => &mut shim.runtime,
+                "--gpuwarden-config" => &mut shim.config,
+                "--gpuwarden-launcher" => &mut shim.launcher,
+                "--gpuwarden-hook" => &mut shim.hook,
+                "--gpuwarden-cdi-dir" => &mut None,
                 other => return Err(ArgsError::Unknown(other.to_string())),
+            };
+            let value = PathBuf::from(value.ok_or_else(|| ArgsError::Missing(name.to_string()))?);
+            if name == "--gpuwarden-cdi-dir" {
+                shim.cdi_dirs.push(value);
+            } else {
+                *slot = Some(value);
             }
             i += if takes_next { 2 } else { 1 };
         }
@@ -155,5 +160,6 @@ mod tests {
     fn bad_gpuwarden_options_are_named() {
         assert_eq!(parse(&["--gpuwarden-config"]).unwrap_err(), ArgsError::Missing("--gpuwarden-config".into()));
         assert!(parse(&["--gpuwarden-nope", "x"]).unwrap_err().to_string().starts_with("unknown option --gpuwarden-nope"));
+        assert!(parse(&["--gpuwarden-cdi"]).unwrap_err().to_string().starts_with("unknown option --gpuwarden-cdi:"), "the name before the value");
     }
 }

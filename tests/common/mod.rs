@@ -13,6 +13,8 @@ mod bins;
 #[allow(unused_imports)]
 pub use bins::{bin, dist, hook_bin};
 
+pub mod docker;
+
 pub const VERSION: &str = "535.261.03";
 
 pub fn repo() -> PathBuf {

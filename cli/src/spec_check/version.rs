@@ -40,7 +40,7 @@ mod tests {
             devices: vec![Device {
                 name: name.into(),
                 container_edits: ContainerEdits {
-                    device_nodes: vec![DeviceNode { path: "/dev/nvidia0".into(), host_path: host_path.map(Into::into) }],
+                    device_nodes: vec![DeviceNode { path: "/dev/nvidia0".into(), host_path: host_path.map(Into::into), ..Default::default() }],
                     ..Default::default()
                 },
             }],
