@@ -1,4 +1,5 @@
-//! The hook binary runs as root at every container start: it links no HTTP,
+//! The hook binary and Docker's runtime shim (one package) run as root at
+//! every container start: they link no HTTP,
 //! TLS or async code. The admin CLI links the CNCF `container-device-interface`
 //! crate (and, through its JSON-schema resolver, all of that) for `cdi
 //! validate`; the hooks must not. Checked on the dependency graph and on the
@@ -63,12 +64,15 @@ fn the_installed_hook_binary_is_static_and_holds_no_driver_loading_code() {
     // What gets installed is what scripts/build.sh makes (the README's commands run it).
     let (cli, hook) = (dist("gpuwarden"), dist("gpuwarden-hook"));
     assert!(!has_interpreter(&dist("gpuwarden-launch")), "the launcher runs in images without libc: it is static");
-    assert!(!has_interpreter(&hook), "{} is linked dynamically", hook.display());
     assert!(has_interpreter(&cli), "the admin CLI loads NVML, so it is linked dynamically (and the check can tell)");
-    let bytes = std::fs::read(&hook).unwrap();
-    // NVML entry points are looked up by name when it is loaded.
-    for needle in [&b"nvmlInit"[..], b"libloading"] {
-        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the hook holds {}", String::from_utf8_lossy(needle));
+    for runtime_side in [&hook, &dist("gpuwarden-runtime")] {
+        assert!(!has_interpreter(runtime_side), "{} is linked dynamically", runtime_side.display());
+        let bytes = std::fs::read(runtime_side).unwrap();
+        // NVML entry points are looked up by name when it is loaded; the shim's CDI
+        // injection is gpuwarden's own, not the CNCF crate's (with its schema resolver).
+        for needle in [&b"nvmlInit"[..], b"libloading", b"aws_lc", b"reqwest::", b"tokio::"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} holds {}", runtime_side.display(), String::from_utf8_lossy(needle));
+        }
     }
     assert!(std::fs::read(&cli).unwrap().windows(8).any(|w| w == b"nvmlInit"), "the CLI loads NVML (and the check can tell)");
     let o = Command::new(&hook).arg("--version").output().unwrap();
