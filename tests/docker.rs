@@ -36,15 +36,23 @@ fn needs_root(test: &str) -> bool {
     true
 }
 
-fn docker20(gpu: &Gpu) -> Dockerd {
+/// Docker 20.10 with the runtime registered with runtimeArgs, or (`plain`) as
+/// the README registers it, told the config and spec folder by dockerd's env.
+fn docker20(gpu: &Gpu, plain: bool) -> Dockerd {
     assert!(Path::new("/usr/sbin/dockerd").exists(), "Debian's docker.io is installed by scripts/setup.sh");
-    Dockerd::start("d20", Path::new("/usr/sbin/dockerd"), Path::new("/usr/bin/docker"), serde_json::json!({"runtimes": {"gpuwarden": gpu.runtime()}}), None)
+    let (runtime, env) = if plain { (gpu.runtime_plain(), gpu.dockerd_env()) } else { (gpu.runtime(), Vec::new()) };
+    Dockerd::start("d20", Path::new("/usr/sbin/dockerd"), Path::new("/usr/bin/docker"), serde_json::json!({"runtimes": {"gpuwarden": runtime}}), &env, None)
 }
 
 fn compose_v1(d: &Dockerd, file: &str, project: &str, env: &[(&str, String)], args: &[&str]) -> Output {
     let mut c = d.command(Path::new("/usr/bin/docker-compose"));
     c.args(["-p", project, "-f", repo().join(file).to_str().unwrap()]).args(args).envs(env.iter().map(|(k, v)| (*k, v)));
     c.output().unwrap()
+}
+
+/// The ComfyUI stacks publish 127.0.0.1:8188-8191: one test at a time runs one.
+fn comfyui_ports() -> nix::fcntl::Flock<std::fs::File> {
+    process_lock("comfyui-ports")
 }
 
 fn comfyui_env(gpu: &Gpu) -> Vec<(&'static str, String)> {
@@ -68,9 +76,10 @@ fn docker20_runtime_stack_runs_four_workers_and_refuses_a_fifth() {
         return;
     }
     let gpu = Gpu::new();
-    let d = docker20(&gpu);
+    let d = docker20(&gpu, false);
     comfyui_standin(&d);
     let project = format!("gwtest{}", std::process::id());
+    let _ports = comfyui_ports();
     let env = comfyui_env(&gpu);
     let file = "docker/comfyui/compose.runtime.yaml";
 
@@ -150,7 +159,7 @@ fn docker20_blender_stack_renders_a_frame_holding_its_budget() {
         return;
     }
     let gpu = Gpu::new();
-    let d = docker20(&gpu);
+    let d = docker20(&gpu, true);
     blender_image(&d);
     let out = gpu.folder("render");
     let env = [
@@ -202,11 +211,11 @@ fn docker26_cdi_device_and_compose_v2_stack_are_admitted_then_refused() {
     let daemon = serde_json::json!({
         "features": {"cdi": true},
         "cdi-spec-dirs": [gpu.cdi_dir()],
-        "runtimes": {"gpuwarden": gpu.runtime()},
+        "runtimes": {"gpuwarden": gpu.runtime_plain()},
         "default-runtime": "gpuwarden",
         "userland-proxy-path": root.join("usr/sbin/docker-proxy"),
     });
-    let d = Dockerd::start("d26", &root.join("usr/sbin/dockerd"), &root.join("usr/bin/docker"), daemon, Some(&root.join("usr/sbin")));
+    let d = Dockerd::start("d26", &root.join("usr/sbin/dockerd"), &root.join("usr/bin/docker"), daemon, &gpu.dockerd_env(), Some(&root.join("usr/sbin")));
     let plugins = d.cli_config.path().join("cli-plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::os::unix::fs::symlink(root.join("usr/libexec/docker/cli-plugins/docker-compose"), plugins.join("docker-compose")).unwrap();
@@ -219,6 +228,7 @@ fn docker26_cdi_device_and_compose_v2_stack_are_admitted_then_refused() {
 
     // The CDI-form stack fills the GPU.
     let project = format!("gwtest{}c", std::process::id());
+    let _ports = comfyui_ports();
     let env = comfyui_env(&gpu);
     let compose = |args: &[&str]| {
         let mut c = d.command(&d.cli);

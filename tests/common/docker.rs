@@ -33,7 +33,9 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
-    pub fn start(name: &str, dockerd: &Path, cli: &Path, daemon_json: serde_json::Value, path_first: Option<&Path>) -> Dockerd {
+    /// Starts `dockerd` with `daemon_json` and `env` added to its environment
+    /// (which reaches the runtimes it runs); `path_first` goes before PATH.
+    pub fn start(name: &str, dockerd: &Path, cli: &Path, daemon_json: serde_json::Value, env: &[(&str, String)], path_first: Option<&Path>) -> Dockerd {
         let lock = process_lock(&format!("dockerd-{name}"));
         let exec_root = PathBuf::from(format!("/run/gwtest-{name}"));
         let data_root = repo().join(format!("target/fixtures/docker-data-{name}"));
@@ -51,6 +53,7 @@ impl Dockerd {
         cmd.args(["--config-file", config_file.to_str().unwrap(), "--data-root", data_root.to_str().unwrap()])
             .args(["--exec-root", exec_root.to_str().unwrap(), "--pidfile", exec_root.join("dockerd.pid").to_str().unwrap()])
             .args(["-H", &format!("unix://{}/docker.sock", exec_root.display()), "--iptables=false", "--bridge=none"])
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if let Some(first) = path_first {
@@ -181,7 +184,18 @@ impl Gpu {
         self.dir.path().join("cdi")
     }
 
-    /// The runtime entry for daemon.json, with the options this world needs.
+    /// The runtime entry for daemon.json as the README gives it (no runtimeArgs);
+    /// dockerd then needs [`Gpu::dockerd_env`].
+    pub fn runtime_plain(&self) -> serde_json::Value {
+        serde_json::json!({"path": dist("gpuwarden-runtime")})
+    }
+
+    /// What dockerd's environment tells the plain runtime: this world's config and spec folder.
+    pub fn dockerd_env(&self) -> Vec<(&'static str, String)> {
+        vec![("GPUWARDEN_CONFIG", self.config.clone()), ("GPUWARDEN_CDI_SPEC_DIRS", self.cdi_dir().display().to_string())]
+    }
+
+    /// The runtime entry for daemon.json with the options this world needs as runtimeArgs.
     pub fn runtime(&self) -> serde_json::Value {
         serde_json::json!({
             "path": dist("gpuwarden-runtime"),
