@@ -75,11 +75,11 @@ fn docker20_runtime_stack_runs_four_workers_and_refuses_a_fifth() {
     if !needs_root(test) {
         return;
     }
+    let _ports = comfyui_ports();
     let gpu = Gpu::new();
     let d = docker20(&gpu, false);
     comfyui_standin(&d);
     let project = format!("gwtest{}", std::process::id());
-    let _ports = comfyui_ports();
     let env = comfyui_env(&gpu);
     let file = "docker/comfyui/compose.runtime.yaml";
 
@@ -207,6 +207,7 @@ fn docker26_cdi_device_and_compose_v2_stack_are_admitted_then_refused() {
         return;
     }
     let root = trixie();
+    let _ports = comfyui_ports();
     let gpu = Gpu::new();
     let daemon = serde_json::json!({
         "features": {"cdi": true},
@@ -228,7 +229,6 @@ fn docker26_cdi_device_and_compose_v2_stack_are_admitted_then_refused() {
 
     // The CDI-form stack fills the GPU.
     let project = format!("gwtest{}c", std::process::id());
-    let _ports = comfyui_ports();
     let env = comfyui_env(&gpu);
     let compose = |args: &[&str]| {
         let mut c = d.command(&d.cli);
