@@ -132,16 +132,22 @@ fn config_with_env(env: &[&str]) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
-#[test]
-fn the_shim_rewrites_on_create_and_passes_every_argument_through() {
+/// A folder with the generated spec and its config, and a stand-in runtime;
+/// `None` (said loudly) without root.
+fn shim_world(test: &str) -> Option<(tempfile::TempDir, PathBuf, String, Runtime)> {
     if !is_root() {
-        skip("the_shim_rewrites_on_create_and_passes_every_argument_through", "the driver fixture's device nodes need mknod (root)");
-        return;
+        skip(test, "the driver fixture's device nodes need mknod (root)");
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let specs = generated_spec(dir.path());
     let config = dir.path().join("config.toml").display().to_string();
-    let rt = Runtime::new();
+    Some((dir, specs, config, Runtime::new()))
+}
+
+#[test]
+fn the_shim_rewrites_on_create_and_passes_every_argument_through() {
+    let Some((_dir, specs, config, rt)) = shim_world("the_shim_rewrites_on_create_and_passes_every_argument_through") else { return };
     std::fs::write(rt.bundle().join("config.json"), config_with_env(&["NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu=comfyui"])).unwrap();
     let log = rt.dir.path().join("log.json");
     let runc_args = ["--root", "/run/x", "--log", log.to_str().unwrap(), "--log-format", "json", "create", "--bundle", "bundle", "--pid-file", "bundle/init.pid", "abc"];
@@ -163,14 +169,7 @@ fn the_shim_rewrites_on_create_and_passes_every_argument_through() {
 
 #[test]
 fn the_shim_refuses_in_runc_s_log_and_runs_nothing() {
-    if !is_root() {
-        skip("the_shim_refuses_in_runc_s_log_and_runs_nothing", "the driver fixture's device nodes need mknod (root)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let specs = generated_spec(dir.path());
-    let config = dir.path().join("config.toml").display().to_string();
-    let rt = Runtime::new();
+    let Some((_dir, specs, config, rt)) = shim_world("the_shim_refuses_in_runc_s_log_and_runs_nothing") else { return };
     let input = config_with_env(&["NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu=sdxl"]);
     std::fs::write(rt.bundle().join("config.json"), &input).unwrap();
     let log = rt.dir.path().join("log.json");

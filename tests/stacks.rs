@@ -6,21 +6,14 @@
 //! CUDA) cannot be fetched here: a parser checks it, and `sh -n` its script.
 
 mod common;
+use common::docker::trixie;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const RUNTIME_FORMS: &[&str] = &["docker/comfyui/compose.runtime.yaml", "docker/blender/compose.runtime.yaml"];
 const CDI_FORMS: &[&str] = &["docker/comfyui/compose.yaml", "docker/blender/compose.yaml"];
-
-fn trixie() -> PathBuf {
-    let out = repo().join("target/fixtures/trixie");
-    let _lock = process_lock("trixie");
-    let st = Command::new(repo().join("scripts/docker26.sh")).arg(&out).status().unwrap();
-    assert!(st.success(), "scripts/docker26.sh failed (it needs Debian's archive)");
-    out.join("root")
-}
 
 /// What `config` printed, as YAML.
 fn config_of(o: std::process::Output, file: &str) -> serde_yaml::Value {
