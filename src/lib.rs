@@ -11,6 +11,7 @@ pub mod config;
 pub mod discover;
 pub mod fsutil;
 pub mod hook;
+pub mod install;
 pub mod inventory;
 pub mod launch;
 pub mod live;

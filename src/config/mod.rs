@@ -51,10 +51,21 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inventory: Option<String>,
     pub state_dir: PathBuf,
+    pub cdi: CdiConfig,
     pub mps: MpsConfig,
     pub live: LiveConfig,
     pub budget: BudgetConfig,
     pub profiles: BTreeMap<ProfileName, Profile>,
+}
+
+/// Where `cdi generate` finds the driver when no flag says (what the refresh
+/// unit runs with).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CdiConfig {
+    /// The folder holding the driver's files (libraries, binaries): `/` is the host.
+    pub driver_root: PathBuf,
+    /// The folder holding `dev/`, as in nvidia-ctk: `/` is the host.
+    pub dev_root: PathBuf,
 }
 
 /// The live view of the GPUs that `gpuwarden live` writes and admission reads.
@@ -129,6 +140,8 @@ struct RawConfig {
     inventory: Option<String>,
     state_dir: Option<AbsPath>,
     #[serde(default)]
+    cdi: RawCdi,
+    #[serde(default)]
     mps: RawMps,
     #[serde(default)]
     live: RawLive,
@@ -146,6 +159,13 @@ struct RawMps {
     log_directory: Option<AbsPath>,
     shm_directory: Option<AbsPath>,
     control: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCdi {
+    driver_root: Option<AbsPath>,
+    dev_root: Option<AbsPath>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +200,7 @@ impl Default for Config {
         Config {
             inventory: None,
             state_dir: DEFAULT_STATE_DIR.into(),
+            cdi: CdiConfig { driver_root: "/".into(), dev_root: "/".into() },
             mps: MpsConfig {
                 enabled: true,
                 pipe_directory: DEFAULT_MPS_PIPE_DIR.into(),
@@ -229,6 +250,12 @@ impl Config {
         config.inventory = raw.inventory.or(config.inventory);
         if let Some(dir) = raw.state_dir {
             config.state_dir = dir.path().to_path_buf();
+        }
+        if let Some(d) = raw.cdi.driver_root {
+            config.cdi.driver_root = d.path().to_path_buf();
+        }
+        if let Some(d) = raw.cdi.dev_root {
+            config.cdi.dev_root = d.path().to_path_buf();
         }
         let m = &mut config.mps;
         m.enabled = raw.mps.enabled.unwrap_or(m.enabled);

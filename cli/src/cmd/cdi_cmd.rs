@@ -39,13 +39,13 @@ fn hook_args(args: &GenerateArgs, source: &InventorySource, snapshot: Option<&Pa
 }
 
 pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>) -> Result<ExitCode> {
-    let root = inventory_cmd::driver_root(&args.source.driver_root)?;
+    let root = inventory_cmd::driver_root(args.source.driver_root.as_deref().unwrap_or(&config.cdi.driver_root))?;
     let (source, inventory) = inventory_cmd::load(&args.source, config)?;
     // A profile device on a GPU whose reserves leave nothing could never start.
     if let Some(problem) = gpuwarden::budget::reserve_problems(&inventory, &config.budget).into_iter().next() {
         return Err(problem.into());
     }
-    let roots = Roots { driver: root, dev: absolute(&args.dev_root).join("dev") };
+    let roots = Roots { driver: root, dev: absolute(args.dev_root.as_deref().unwrap_or(&config.cdi.dev_root)).join("dev") };
     let discovery = discover(&roots, &inventory)?;
     let kind = Kind::new(&args.vendor, &args.class)?;
     let nvml = matches!(source, InventorySource::Nvml { .. });
@@ -78,7 +78,7 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
     if nvml && !args.no_hooks {
         write_inventory(&inventory, &args.inventory_file)?;
     }
-    if config.mps.enabled {
+    if config.mps.enabled && !args.no_mps_folders {
         // The profile devices mount them; runc cannot mount what does not exist.
         gpuwarden::mps::daemon::prepare_folders(&config.mps)?;
     }

@@ -14,7 +14,7 @@ pub fn driver_root(path: &Path) -> Result<DriverRoot> {
 }
 
 pub fn load(src: &GpuSource, config: &Config) -> Result<(InventorySource, Inventory)> {
-    let root = driver_root(&src.driver_root)?;
+    let root = driver_root(src.driver_root.as_deref().unwrap_or(&config.cdi.driver_root))?;
     let source = InventorySource::choose(src.inventory.as_deref(), config.inventory.as_deref(), &root)?;
     let inventory = source.load(&NvmlProbe)?;
     Ok((source, inventory))

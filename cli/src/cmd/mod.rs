@@ -3,6 +3,7 @@
 
 mod cdi_cmd;
 mod config_cmd;
+mod install_cmd;
 mod inventory_cmd;
 mod live_cmd;
 mod mps_cmd;
@@ -70,6 +71,48 @@ pub enum Command {
     /// Set Podman up for gpuwarden.
     #[command(subcommand)]
     Podman(PodmanCommand),
+    /// Put every piece in place: the binaries, /etc/gpuwarden/config.toml (never
+    /// overwritten), the systemd units (MPS daemon, CDI spec refresh), the CDI spec, and
+    /// for Podman the hooks.d file, for Docker the runtime in /etc/docker/daemon.json
+    /// (merged: every other key kept, the old file backed up). A record of what was put
+    /// where lets `uninstall` take exactly that away. Nothing changes if any piece is refused.
+    Install(InstallArgs),
+    /// Take away what `install` put in place, leaving what was there before (daemon.json
+    /// restored byte for byte, or, if edited since, only gpuwarden's keys taken out).
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Podman's pieces (default: if /usr/bin/podman is on the target).
+    #[arg(long)]
+    pub podman: bool,
+    /// Docker's pieces (default: if dockerd is on the target).
+    #[arg(long)]
+    pub docker: bool,
+    /// Install under this folder instead of / (for tests and packagers).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Where the binaries go, on the target.
+    #[arg(long, value_name = "DIR", default_value = "/usr/local/bin")]
+    pub bin_dir: PathBuf,
+    /// Whether the Docker engine has CDI (25+): then daemon.json also gets features.cdi
+    /// and the runtime as default-runtime. auto asks `dockerd --version` (no, under --root).
+    #[arg(long, value_name = "auto|yes|no", default_value = "auto", value_parser = ["auto", "yes", "no"])]
+    pub docker_cdi: String,
+    /// Print each change instead of making it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The folder `install --root` installed under.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Print each change instead of making it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where the GPUs are learnt from.
@@ -79,9 +122,10 @@ pub struct GpuSource {
     /// or `builtin:rtx4070` (one RTX 4070, 12 GiB, driver 535.261.03) for machines without a GPU.
     #[arg(long, value_name = "FILE|builtin:NAME")]
     pub inventory: Option<String>,
-    /// Folder holding the driver's files (libraries, binaries) instead of /.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub driver_root: PathBuf,
+    /// Folder holding the driver's files (libraries, binaries) (default: [cdi] driver_root
+    /// in the configuration, else /).
+    #[arg(long, value_name = "DIR")]
+    pub driver_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -121,9 +165,9 @@ pub struct GenerateArgs {
     #[arg(long, value_enum)]
     pub format: Option<gpuwarden::cdi::Format>,
     /// The root that holds dev/ (device nodes are looked for in DIR/dev), as in
-    /// nvidia-ctk: `/` is the host.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub dev_root: PathBuf,
+    /// nvidia-ctk: `/` is the host (default: [cdi] dev_root in the configuration, else /).
+    #[arg(long, value_name = "DIR")]
+    pub dev_root: Option<PathBuf>,
     /// CDI vendor of the devices.
     #[arg(long, default_value = "nvidia.com")]
     pub vendor: String,
@@ -149,6 +193,9 @@ pub struct GenerateArgs {
     /// Leave the admission hooks out of the profile devices.
     #[arg(long)]
     pub no_hooks: bool,
+    /// Do not make the MPS folders (install does not; the MPS unit makes them).
+    #[arg(long, hide = true)]
+    pub no_mps_folders: bool,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +341,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Mps(MpsCommand::Start(args)) => mps_cmd::start(&args, &settings()?),
         Command::Mps(MpsCommand::Stop) => mps_cmd::stop(&settings()?),
         Command::Mps(MpsCommand::Status(args)) => mps_cmd::status(&args, &settings()?),
+        Command::Install(args) => install_cmd::install(&args),
+        Command::Uninstall(args) => install_cmd::uninstall(&args),
         Command::Podman(PodmanCommand::InstallHook { hooks_dir, hook_path, launcher_path, print }) => {
             let launcher = companion(launcher_path.as_deref(), "gpuwarden-launch", "--launcher-path")?;
             podman_cmd::install_hook(&hooks_dir, hook_path, &launcher, print, cli.config.as_deref())

@@ -1,0 +1,176 @@
+//! `gpuwarden install` and `uninstall`: every piece in place in one step, and
+//! taken away again. The pieces are decided here; putting them in place and
+//! the record of what was put where are the library's (`gpuwarden::install`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{podman_cmd, GenerateArgs, GpuSource, InstallArgs, Result, UninstallArgs};
+use gpuwarden::hook::HookCall;
+use gpuwarden::install::{self, FilePiece, Plan};
+
+/// The configuration the package and `install` put in place (never overwritten).
+pub const DEFAULT_CONFIG: &str = include_str!("../../../packaging/config.toml");
+pub const CONFIG_PATH: &str = "/etc/gpuwarden/config.toml";
+pub const SPEC_PATH: &str = "/etc/cdi/gpuwarden.yaml";
+const HOOKS_D: &str = "/usr/share/containers/oci/hooks.d";
+const UNIT_DIR: &str = "/etc/systemd/system";
+
+/// The units in the repository, naming /usr/local/bin.
+pub const UNITS: &[(&str, &str)] = &[
+    ("gpuwarden-mps.service", include_str!("../../../systemd/gpuwarden-mps.service")),
+    ("gpuwarden-cdi-refresh.service", include_str!("../../../systemd/gpuwarden-cdi-refresh.service")),
+    ("gpuwarden-cdi-refresh.path", include_str!("../../../systemd/gpuwarden-cdi-refresh.path")),
+];
+
+/// Which engines get their pieces: those asked for, else those on the target.
+fn engines(args: &InstallArgs) -> (bool, bool) {
+    if args.podman || args.docker {
+        return (args.podman, args.docker);
+    }
+    let has = |names: &[&str]| names.iter().any(|n| install::under(&args.root, Path::new(n)).exists());
+    (has(&["/usr/bin/podman"]), has(&["/usr/bin/dockerd", "/usr/sbin/dockerd"]))
+}
+
+/// Whether the Docker engine knows CDI (25 and later).
+fn docker_has_cdi(args: &InstallArgs) -> bool {
+    match args.docker_cdi.as_str() {
+        "yes" => return true,
+        "no" => return false,
+        _ => {}
+    }
+    if args.root != Path::new("/") {
+        return false;
+    }
+    let Ok(o) = std::process::Command::new("dockerd").arg("--version").output() else { return false };
+    // "Docker version 26.1.5+dfsg1, build ..."
+    let text = String::from_utf8_lossy(&o.stdout);
+    let major = text.split_whitespace().nth(2).and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+    major.is_some_and(|m| m >= 25)
+}
+
+fn binary(name: &str) -> Result<Vec<u8>> {
+    let path = super::companion(None, name, "(install it next to gpuwarden)")?;
+    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()).into())
+}
+
+fn plan(args: &InstallArgs, podman: bool, docker: bool) -> Result<Plan> {
+    let bin = &args.bin_dir;
+    let at = |name: &str| bin.join(name);
+    let mut files = Vec::new();
+    let mut names = vec!["gpuwarden", "gpuwarden-hook", "gpuwarden-launch"];
+    if docker {
+        names.push("gpuwarden-runtime");
+    }
+    for name in names {
+        let content = if name == "gpuwarden" { std::fs::read(std::env::current_exe()?)? } else { binary(name)? };
+        files.push(FilePiece { path: at(name), content, mode: 0o755, keep_existing: false });
+    }
+    files.push(FilePiece { path: CONFIG_PATH.into(), content: DEFAULT_CONFIG.into(), mode: 0o644, keep_existing: true });
+    let prefix = format!("{}/", bin.display());
+    for (name, text) in UNITS {
+        files.push(FilePiece { path: Path::new(UNIT_DIR).join(name), content: text.replace("/usr/local/bin/", &prefix).into_bytes(), mode: 0o644, keep_existing: false });
+    }
+    if podman {
+        let hook = HookCall { path: at("gpuwarden-hook"), options: vec!["--launcher-path".into(), at("gpuwarden-launch").display().to_string()] };
+        files.push(FilePiece { path: Path::new(HOOKS_D).join(podman_cmd::HOOK_FILE), content: podman_cmd::precreate_hook_json(&hook).into_bytes(), mode: 0o644, keep_existing: false });
+    }
+    let docker = docker.then(|| (at("gpuwarden-runtime").display().to_string(), docker_has_cdi(args)));
+    Ok(Plan { files, docker })
+}
+
+/// Writes the CDI spec for the target with its own configuration; where that
+/// cannot be done now (no driver loaded), says why and what writes it later.
+fn generate_spec(args: &InstallArgs) -> Result<()> {
+    let root = &args.root;
+    let config_file = install::under(root, Path::new(CONFIG_PATH));
+    let config = gpuwarden::config::Config::load_from(Some(&config_file))?;
+    let spec = install::under(root, Path::new(SPEC_PATH));
+    let generate = GenerateArgs {
+        source: GpuSource { inventory: None, driver_root: None },
+        output: spec.clone(),
+        format: None,
+        dev_root: None,
+        vendor: "nvidia.com".into(),
+        class: "gpu".into(),
+        cdi_dirs: gpuwarden::cdi::DEFAULT_SPEC_DIRS.iter().map(|d| install::under(root, Path::new(d))).collect(),
+        hook_path: Some(args.bin_dir.join("gpuwarden-hook")),
+        launcher_path: Some(args.bin_dir.join("gpuwarden-launch")),
+        inventory_file: install::under(root, Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT)),
+        state_dir: None,
+        no_hooks: false,
+        no_mps_folders: true,
+    };
+    install::prepare_dirs(root, Path::new(SPEC_PATH))?;
+    let snapshot_before = generate.inventory_file.exists();
+    match super::cdi_cmd::generate(&generate, &config, None) {
+        Ok(_) => {
+            install::adopt(root, Path::new(SPEC_PATH))?;
+            if !snapshot_before && generate.inventory_file.exists() {
+                install::adopt(root, Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT))?;
+            }
+        }
+        Err(e) => println!(
+            "note    the CDI spec is not written now: {}\n        gpuwarden-cdi-refresh.service writes it at boot and when the driver changes (or run `gpuwarden cdi generate`)",
+            gpuwarden::text::one_line(e.as_ref())
+        ),
+    }
+    Ok(())
+}
+
+pub fn install(args: &InstallArgs) -> Result<ExitCode> {
+    let (podman, docker) = engines(args);
+    let plan = plan(args, podman, docker)?;
+    let root = &args.root;
+    println!(
+        "{} gpuwarden under {} for {}",
+        if args.dry_run { "would install" } else { "installing" },
+        root.display(),
+        match (podman, docker) {
+            (true, true) => "Podman and Docker",
+            (true, false) => "Podman",
+            (false, true) => "Docker",
+            (false, false) => "neither Podman nor Docker (none found: --podman, --docker)",
+        }
+    );
+    let changes = install::install(root, &plan, args.dry_run, &mut std::io::stdout())?;
+    if args.dry_run {
+        println!("would generate {}", install::under(root, Path::new(SPEC_PATH)).display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    generate_spec(args)?;
+    if changes.is_empty() {
+        println!("nothing to change: every piece is in place");
+    }
+    println!("next: systemctl daemon-reload && systemctl enable --now gpuwarden-mps.service gpuwarden-cdi-refresh.path");
+    if changes.iter().any(|c| matches!(c, install::Change::MergeDaemonJson(_))) {
+        println!("next: restart Docker so it reads daemon.json (systemctl restart docker, or kill -HUP the dockerd process)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn uninstall(args: &UninstallArgs) -> Result<ExitCode> {
+    install::uninstall(&args.root, args.dry_run, &mut std::io::stdout())?;
+    if !args.dry_run {
+        println!("next: systemctl daemon-reload; restart Docker if its daemon.json changed");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_is_the_defaults_written_out() {
+        let parsed = gpuwarden::config::Config::parse(DEFAULT_CONFIG, Path::new(CONFIG_PATH)).unwrap();
+        assert_eq!(parsed, gpuwarden::config::Config::default());
+    }
+
+    #[test]
+    fn units_name_the_binaries_where_install_puts_them() {
+        for (name, text) in UNITS.iter().filter(|(n, _)| n.ends_with(".service")) {
+            assert!(text.contains("ExecStart=/usr/local/bin/gpuwarden "), "{name} runs gpuwarden from /usr/local/bin");
+        }
+    }
+}
