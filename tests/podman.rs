@@ -30,24 +30,6 @@ fn ensure_image() {
     busybox_image(IMAGE, |_| {});
 }
 
-/// Imports a busybox root filesystem as `image` unless it exists; `extra`
-/// adds to the root (given its path) before the import.
-fn busybox_image(image: &str, extra: impl FnOnce(&Path)) {
-    if podman(&["image", "exists", image]).status.success() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = dir.path().join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed (scripts/setup.sh)");
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    extra(&rootfs);
-    let tar = dir.path().join("rootfs.tar");
-    assert!(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
-    let o = podman(&["import", tar.to_str().unwrap(), image]);
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
 impl World {
     /// A host set up as the README says, with its own state folder. `None`
     /// (said loudly) when not root: rootful Podman and mknod need it.

@@ -105,3 +105,21 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
 }
+
+/// Imports a busybox root filesystem as `image` unless it exists; `extra`
+/// adds to the root (given its path) before the import.
+pub fn busybox_image(image: &str, extra: impl FnOnce(&Path)) {
+    if Command::new("podman").args(["image", "exists", image]).output().unwrap().status.success() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed (scripts/setup.sh)");
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    extra(&rootfs);
+    let tar = dir.path().join("rootfs.tar");
+    assert!(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+    let o = Command::new("podman").args(["import", tar.to_str().unwrap(), image]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -57,9 +57,13 @@ fn binary(name: &str) -> Result<Vec<u8>> {
 fn plan(args: &InstallArgs, podman: bool, docker: bool) -> Result<Plan> {
     let bin = &args.bin_dir;
     let at = |name: &str| bin.join(name);
+    let docker = docker.then(|| (at("gpuwarden-runtime").display().to_string(), docker_has_cdi(args)));
+    if args.package {
+        return Ok(Plan { files: Vec::new(), docker });
+    }
     let mut files = Vec::new();
     let mut names = vec!["gpuwarden", "gpuwarden-hook", "gpuwarden-launch"];
-    if docker {
+    if docker.is_some() {
         names.push("gpuwarden-runtime");
     }
     for name in names {
@@ -75,7 +79,6 @@ fn plan(args: &InstallArgs, podman: bool, docker: bool) -> Result<Plan> {
         let hook = HookCall { path: at("gpuwarden-hook"), options: vec!["--launcher-path".into(), at("gpuwarden-launch").display().to_string()] };
         files.push(FilePiece { path: Path::new(HOOKS_D).join(podman_cmd::HOOK_FILE), content: podman_cmd::precreate_hook_json(&hook).into_bytes(), mode: 0o644, keep_existing: false });
     }
-    let docker = docker.then(|| (at("gpuwarden-runtime").display().to_string(), docker_has_cdi(args)));
     Ok(Plan { files, docker })
 }
 
@@ -142,7 +145,9 @@ pub fn install(args: &InstallArgs) -> Result<ExitCode> {
     if changes.is_empty() {
         println!("nothing to change: every piece is in place");
     }
-    println!("next: systemctl daemon-reload && systemctl enable --now gpuwarden-mps.service gpuwarden-cdi-refresh.path");
+    if !args.package {
+        println!("next: systemctl daemon-reload && systemctl enable --now gpuwarden-mps.service gpuwarden-cdi-refresh.path");
+    }
     if changes.iter().any(|c| matches!(c, install::Change::MergeDaemonJson(_))) {
         println!("next: restart Docker so it reads daemon.json (systemctl restart docker, or kill -HUP the dockerd process)");
     }

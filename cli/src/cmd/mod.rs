@@ -103,6 +103,10 @@ pub struct InstallArgs {
     /// Print each change instead of making it.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only what a package cannot ship as files: the runtime in daemon.json and the CDI
+    /// spec (the Debian package's postinst runs `install --package --bin-dir /usr/bin`).
+    #[arg(long)]
+    pub package: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Builds the Debian package target/dist/gpuwarden_VERSION_amd64.deb with
+# cargo-deb (metadata in cli/Cargo.toml): the binaries scripts/build.sh makes,
+# the systemd units and the hooks.d file naming /usr/bin, the default
+# config.toml as a conffile, and packaging/debian's maintainer scripts.
+# Installs cargo-deb if it is missing. Idempotent.
+set -eu
+cd "$(dirname "$0")/.."
+command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
+scripts/build.sh
+ASSETS=target/deb-assets
+rm -rf "$ASSETS"
+mkdir -p "$ASSETS/units" "$ASSETS/hooks.d"
+for u in systemd/gpuwarden-mps.service systemd/gpuwarden-cdi-refresh.service systemd/gpuwarden-cdi-refresh.path; do
+  sed 's#/usr/local/bin/#/usr/bin/#g' "$u" > "$ASSETS/units/$(basename "$u")"
+done
+target/dist/gpuwarden podman install-hook --print --hook-path /usr/bin/gpuwarden-hook --launcher-path /usr/bin/gpuwarden-launch \
+  > "$ASSETS/hooks.d/gpuwarden-precreate.json"
+cargo deb --no-build --no-strip -p gpuwarden-cli -o target/dist/ 2>&1 >/dev/null | grep -v "Only source paths starting with" >&2 || true
+ls target/dist/gpuwarden_*.deb
