@@ -5,29 +5,10 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-/// Every entry under `root`: path, mode, content (links as their target).
-fn snapshot(root: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&p).unwrap();
-        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
-        let content = if meta.is_dir() {
-            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-            Vec::new()
-        } else if meta.file_type().is_symlink() {
-            std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()
-        } else {
-            std::fs::read(&p).unwrap()
-        };
-        out.push((p.strip_prefix(root).unwrap().to_path_buf(), mode, content));
-    }
-    out.sort();
-    out
-}
+use gpuwarden::install::snapshot;
 
 /// A host with Podman, Docker, and a daemon.json of the user's.
 fn host() -> tempfile::TempDir {

@@ -372,27 +372,33 @@ fn is_our_spec(bytes: &[u8]) -> bool {
     String::from_utf8_lossy(bytes).contains(&format!("{}=gpuwarden/", crate::cdi::OWNER_ENV))
 }
 
+/// Every entry under `root` (relative path, mode, content; a link's target):
+/// what "left as it was, byte for byte" is checked against, here and in the
+/// integration tests.
+#[doc(hidden)]
+pub fn snapshot(root: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+        let content = if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()));
+            Vec::new()
+        } else if meta.file_type().is_symlink() {
+            std::fs::read_link(&p).map(|l| l.into_os_string().into_encoded_bytes()).unwrap_or_default()
+        } else {
+            std::fs::read(&p).unwrap_or_default()
+        };
+        out.push((p.strip_prefix(root).unwrap_or(&p).to_path_buf(), mode, content));
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every file and folder under `root` with its mode and content.
-    fn snapshot(root: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(p) = stack.pop() {
-            let meta = std::fs::symlink_metadata(&p).unwrap();
-            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
-            if meta.is_dir() {
-                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-                out.push((p, mode, Vec::new()));
-            } else {
-                out.push((p.clone(), mode, std::fs::read(&p).unwrap()));
-            }
-        }
-        out.sort();
-        out
-    }
 
     fn plan() -> Plan {
         Plan {

@@ -43,9 +43,12 @@ fn docker_has_cdi(args: &InstallArgs) -> bool {
         return false;
     }
     let Ok(o) = std::process::Command::new("dockerd").arg("--version").output() else { return false };
-    // "Docker version 26.1.5+dfsg1, build ..."
-    let text = String::from_utf8_lossy(&o.stdout);
-    let major = text.split_whitespace().nth(2).and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+    knows_cdi(&String::from_utf8_lossy(&o.stdout))
+}
+
+/// Whether `dockerd --version` ("Docker version 26.1.5+dfsg1, build ...") names 25 or later.
+fn knows_cdi(version: &str) -> bool {
+    let major = version.split_whitespace().nth(2).and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
     major.is_some_and(|m| m >= 25)
 }
 
@@ -170,6 +173,13 @@ mod tests {
     fn the_shipped_config_is_the_defaults_written_out() {
         let parsed = gpuwarden::config::Config::parse(DEFAULT_CONFIG, Path::new(CONFIG_PATH)).unwrap();
         assert_eq!(parsed, gpuwarden::config::Config::default());
+    }
+
+    #[test]
+    fn docker_25_and_later_know_cdi() {
+        assert!(knows_cdi("Docker version 26.1.5+dfsg1, build 411e817\n"));
+        assert!(!knows_cdi("Docker version 20.10.24+dfsg1, build 5d6db84\n"));
+        assert!(!knows_cdi("garbage"));
     }
 
     #[test]
