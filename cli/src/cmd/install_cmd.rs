@@ -52,9 +52,11 @@ fn knows_cdi(version: &str) -> bool {
     major.is_some_and(|m| m >= 25)
 }
 
+/// A binary to install: the one beside this `gpuwarden` (scripts/build.sh puts them together).
 fn binary(name: &str) -> Result<Vec<u8>> {
-    let path = super::companion(None, name, "(install it next to gpuwarden)")?;
-    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()).into())
+    let me = std::env::current_exe()?.canonicalize()?;
+    let path = me.with_file_name(name);
+    std::fs::read(&path).map_err(|e| format!("cannot read {} ({e}): install runs from the folder scripts/build.sh fills (target/dist)", path.display()).into())
 }
 
 fn plan(args: &InstallArgs, podman: bool, docker: bool) -> Result<Plan> {
@@ -70,7 +72,7 @@ fn plan(args: &InstallArgs, podman: bool, docker: bool) -> Result<Plan> {
         names.push("gpuwarden-runtime");
     }
     for name in names {
-        let content = if name == "gpuwarden" { std::fs::read(std::env::current_exe()?)? } else { binary(name)? };
+        let content = binary(name)?;
         files.push(FilePiece { path: at(name), content, mode: 0o755, keep_existing: false });
     }
     files.push(FilePiece { path: CONFIG_PATH.into(), content: DEFAULT_CONFIG.into(), mode: 0o644, keep_existing: true });
