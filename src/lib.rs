@@ -23,6 +23,7 @@ pub mod policy;
 pub mod proc;
 pub mod rewrite;
 pub mod shim;
+pub mod watch;
 pub mod size;
 pub mod status;
 pub mod text;

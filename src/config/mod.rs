@@ -54,8 +54,35 @@ pub struct Config {
     pub cdi: CdiConfig,
     pub mps: MpsConfig,
     pub live: LiveConfig,
+    pub watch: WatchConfig,
     pub budget: BudgetConfig,
     pub profiles: BTreeMap<ProfileName, Profile>,
+}
+
+/// What `gpuwarden watch` holds containers to, on the GPU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WatchConfig {
+    pub interval_seconds: u64,
+    /// How far over its pinned memory a container may go before its action runs.
+    pub tolerance_percent: u32,
+    /// What happens to a container over its share, by profile (`warn` where unnamed).
+    pub over_share: BTreeMap<String, ShareAction>,
+    /// Processes, by command name, that come before containers (games).
+    pub games: Vec<String>,
+    /// Profiles whose containers are paused while a game runs.
+    pub yield_to_games: Vec<String>,
+    /// Its state (paused containers, a heartbeat) and its events, under /run.
+    pub state_file: PathBuf,
+    pub events_file: PathBuf,
+}
+
+/// What the watchdog does to a container over its share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareAction {
+    Warn,
+    Pause,
+    Kill,
 }
 
 /// Where `cdi generate` finds the driver when no flag says (what the refresh
@@ -146,6 +173,8 @@ struct RawConfig {
     #[serde(default)]
     live: RawLive,
     #[serde(default)]
+    watch: RawWatch,
+    #[serde(default)]
     budget: RawBudget,
     #[serde(default)]
     profiles: BTreeMap<ProfileName, RawProfile>,
@@ -159,6 +188,18 @@ struct RawMps {
     log_directory: Option<AbsPath>,
     shm_directory: Option<AbsPath>,
     control: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    interval_seconds: Option<u64>,
+    tolerance_percent: Option<u32>,
+    over_share: Option<BTreeMap<String, ShareAction>>,
+    games: Option<Vec<String>>,
+    yield_to_games: Option<Vec<String>>,
+    state_file: Option<AbsPath>,
+    events_file: Option<AbsPath>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +250,15 @@ impl Default for Config {
                 control: DEFAULT_MPS_CONTROL.into(),
             },
             live: LiveConfig { file: crate::live::DEFAULT_LIVE_FILE.into(), max_age_seconds: crate::live::DEFAULT_MAX_AGE_SECONDS },
+            watch: WatchConfig {
+                interval_seconds: 2,
+                tolerance_percent: 10,
+                over_share: BTreeMap::from([("comfyui".to_string(), ShareAction::Pause), ("blender".to_string(), ShareAction::Warn)]),
+                games: ["steam", "steamwebhelper", "gameoverlayui", "wine64-preloader", "wine-preloader"].map(String::from).to_vec(),
+                yield_to_games: vec!["blender".to_string(), "comfyui".to_string()],
+                state_file: "/run/gpuwarden/watch.json".into(),
+                events_file: "/run/gpuwarden/events.jsonl".into(),
+            },
             budget: BudgetConfig {
                 thread_ceiling: Percent::new(100).expect("100 is a percentage"),
                 max_clients: ClientCount::MAX,
@@ -271,6 +321,20 @@ impl Config {
             config.live.file = file.path().to_path_buf();
         }
         config.live.max_age_seconds = raw.live.max_age_seconds.unwrap_or(config.live.max_age_seconds);
+        let w = &mut config.watch;
+        w.interval_seconds = raw.watch.interval_seconds.unwrap_or(w.interval_seconds).max(1);
+        w.tolerance_percent = raw.watch.tolerance_percent.unwrap_or(w.tolerance_percent);
+        if let Some(m) = raw.watch.over_share {
+            w.over_share.extend(m);
+        }
+        w.games = raw.watch.games.unwrap_or(std::mem::take(&mut w.games));
+        w.yield_to_games = raw.watch.yield_to_games.unwrap_or(std::mem::take(&mut w.yield_to_games));
+        if let Some(f) = raw.watch.state_file {
+            w.state_file = f.path().to_path_buf();
+        }
+        if let Some(f) = raw.watch.events_file {
+            w.events_file = f.path().to_path_buf();
+        }
         let b = &mut config.budget;
         b.thread_ceiling = raw.budget.thread_ceiling.unwrap_or(b.thread_ceiling);
         b.max_clients = raw.budget.max_clients.unwrap_or(b.max_clients);

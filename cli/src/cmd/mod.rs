@@ -9,6 +9,7 @@ mod live_cmd;
 mod mps_cmd;
 mod podman_cmd;
 mod status_cmd;
+mod watch_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,20 @@ pub enum Command {
     /// 10), and counts memory used outside gpuwarden's reservations beyond the reserves.
     /// Without it the check is ledger-only, and `status` says so.
     Live(LiveArgs),
+    /// Hold every container to its share on the GPU, for as long as it runs.
+    ///
+    /// MPS limits are cooperative: any client can raise the daemon's defaults, and any
+    /// process can drop its own CUDA_MPS_* env. Every interval ([watch] interval_seconds, 2)
+    /// the watchdog reads the daemon's defaults back and restores the ceiling; reads each
+    /// GPU process's memory (NVML, or --inventory FILE standing in for it), finds its
+    /// container by its cgroup, and runs the profile's action ([watch] over_share: warn,
+    /// pause, kill) on a container over its share ([watch] tolerance_percent, 10); pauses
+    /// the containers of [watch] yield_to_games while a game ([watch] games, by command
+    /// name) runs on their GPU, and resumes them after. Pauses go through the engine
+    /// (`podman pause`, `docker pause`), so `podman ps` shows them. What it paused and why
+    /// survives its own restart ([watch] state_file); what it did is in [watch] events_file
+    /// and `gpuwarden status`.
+    Watch(WatchArgs),
     /// Set Podman up for gpuwarden.
     #[command(subcommand)]
     Podman(PodmanCommand),
@@ -294,6 +309,23 @@ pub struct LiveArgs {
     pub once: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// GPU inventory with `processes` per GPU instead of NVML (a stand-in for NVML),
+    /// read again at every look.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<String>,
+    /// Folder holding the driver (NVML is loaded from there).
+    #[arg(long, value_name = "DIR")]
+    pub driver_root: Option<PathBuf>,
+    /// Seconds between two looks (default: [watch] interval_seconds).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: Option<u64>,
+    /// Look once, act, and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
 /// Where `mps` learns how many GPUs there are (the defaults are set per GPU).
 #[derive(Debug, Clone, Args)]
 pub struct MpsArgs {
@@ -342,6 +374,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => status_cmd::status(&args, &settings()?),
         Command::Ledger(LedgerCommand::Reset { state_dir, force }) => status_cmd::ledger_reset(state_dir, force, &settings()?),
         Command::Live(args) => live_cmd::run(&args, &settings()?),
+        Command::Watch(args) => watch_cmd::run(&args, &settings()?),
         Command::Mps(MpsCommand::Start(args)) => mps_cmd::start(&args, &settings()?),
         Command::Mps(MpsCommand::Stop) => mps_cmd::stop(&settings()?),
         Command::Mps(MpsCommand::Status(args)) => mps_cmd::status(&args, &settings()?),

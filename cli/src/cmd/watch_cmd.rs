@@ -1,0 +1,93 @@
+//! `gpuwarden watch`: the loop around the library's watchdog. It looks every
+//! interval, acts, saves its state and appends its events; a failed look is
+//! an event and the loop goes on.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::{now, Result, WatchArgs};
+use gpuwarden::config::Config;
+use gpuwarden::inventory::{InventorySource, NvmlProbe};
+use gpuwarden::ledger::LedgerStore;
+use gpuwarden::mps::{daemon, Ceiling};
+use gpuwarden::proc::ProcFs;
+use gpuwarden::watch::engine::EngineCli;
+use gpuwarden::watch::events::{self, Event};
+use gpuwarden::watch::run::Watchdog;
+use gpuwarden::watch::state::WatchState;
+
+/// What runs on each GPU now: NVML, or the stand-in file, read afresh.
+fn look(args: &WatchArgs) -> std::result::Result<Vec<(String, Vec<gpuwarden::inventory::GpuProcess>)>, String> {
+    let root = super::inventory_cmd::driver_root(args.driver_root.as_deref().unwrap_or(Path::new("/"))).map_err(|e| e.to_string())?;
+    let source = InventorySource::choose(args.inventory.as_deref(), None, &root).map_err(|e| e.to_string())?;
+    let inventory = source.load(&NvmlProbe).map_err(|e| e.to_string())?;
+    inventory
+        .gpus
+        .into_iter()
+        .map(|g| match g.processes {
+            Some(p) => Ok((g.uuid, p)),
+            None => Err(format!("the inventory says nothing of what runs on GPU {} (no `processes`)", g.index)),
+        })
+        .collect()
+}
+
+/// Puts the daemon's defaults back when they are not the ceiling.
+fn guard(config: &Config, devices: u32) -> Option<std::result::Result<String, String>> {
+    if !config.mps.enabled {
+        return None;
+    }
+    let ceiling = Ceiling::of(config)?;
+    let held = daemon::status(&config.mps, devices).ok()?;
+    if ceiling.holds(held.threads, &held.pinned) {
+        return None;
+    }
+    let found: Vec<String> = held.pinned.iter().map(|(o, l)| format!("{o}={}", l.map_or("none".to_string(), |l| l.mps_limit()))).collect();
+    let control = gpuwarden::mps::control::ControlBinary::new(&config.mps);
+    Some(match ceiling.apply(&control, devices) {
+        Ok(()) => Ok(format!(
+            "the MPS daemon's defaults were {:.1}% and pinned {}: set back to {}% and {} (a client changed them)",
+            held.threads,
+            found.join(" "),
+            ceiling.threads,
+            ceiling.pinned.mps_limit()
+        )),
+        Err(e) => Err(format!("the MPS daemon's defaults moved ({:.1}%, {}) and could not be set back: {e}", held.threads, found.join(" "))),
+    })
+}
+
+fn record(config: &Config, list: &[Event]) {
+    for e in list {
+        eprintln!("gpuwarden watch: {}: {}", e.kind, e.detail);
+        if let Err(err) = events::append(&config.watch.events_file, e) {
+            eprintln!("gpuwarden watch: cannot write {}: {err}", config.watch.events_file.display());
+        }
+    }
+}
+
+pub fn run(args: &WatchArgs, config: &Config) -> Result<ExitCode> {
+    let mut config = config.clone();
+    if let Some(i) = args.interval {
+        config.watch.interval_seconds = i;
+    }
+    let state_file = config.watch.state_file.clone();
+    let mut state = WatchState::load(&state_file).unwrap_or_else(|why| {
+        eprintln!("gpuwarden watch: {why}");
+        WatchState::default()
+    });
+    let store = LedgerStore::new(&config.state_dir);
+    let ledger = || store.read().map_err(|e| e.to_string());
+    let devices = super::inventory_cmd::for_status(args.inventory.as_deref(), args.driver_root.as_deref(), &config).map(|i| i.gpus.len() as u32).unwrap_or(1);
+    let looker = || look(args);
+    let mps = || guard(&config, devices);
+    let dog = |now: u64| Watchdog { config: &config, ledger: &ledger, look: &looker, processes: &ProcFs, containers: &EngineCli, mps: &mps, now };
+    record(&config, &dog(now()).reconcile(&state));
+    loop {
+        let list = dog(now()).tick(&mut state);
+        record(&config, &list);
+        state.save(&state_file)?;
+        if args.once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(config.watch.interval_seconds));
+    }
+}

@@ -1,0 +1,81 @@
+//! What the watchdog keeps across its own restarts: the containers it paused
+//! and why, and a heartbeat (admission and `status` tell from it whether it
+//! runs). One small JSON file under /run, replaced atomically.
+
+use std::collections::BTreeMap;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::engine::Engine;
+use super::PauseReason;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchState {
+    /// Seconds since the epoch of the last look.
+    pub written_at: u64,
+    pub interval_seconds: u64,
+    pub pid: i32,
+    /// Whether it sees the GPUs' processes (NVML, or a file standing in).
+    pub live: bool,
+    pub paused: BTreeMap<String, Paused>,
+    /// GPU processes of no admitted container, at the last look.
+    #[serde(default)]
+    pub unknown: Vec<super::Unknown>,
+    /// Containers warned of being over their share, until they are back under it.
+    #[serde(default)]
+    pub warned: std::collections::BTreeSet<String>,
+    /// Events by kind since the state was first written (the metrics' counters).
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paused {
+    pub reason: PauseReason,
+    pub engine: Engine,
+    pub since: u64,
+}
+
+impl WatchState {
+    /// The state at `path`; a missing file is an empty state.
+    pub fn load(path: &Path) -> Result<WatchState, String> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{} is unreadable ({e}): remove it; the watchdog then finds paused containers by their cgroups", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(WatchState::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), crate::fsutil::AtomicWriteError> {
+        let mut text = serde_json::to_vec_pretty(self).expect("the state serializes");
+        text.push(b'\n');
+        crate::fsutil::write_atomic_creating_folder(path, &text, 0o644)
+    }
+
+    /// Whether a watchdog looked within three of its intervals of `now`.
+    pub fn is_fresh(&self, now: u64) -> bool {
+        self.written_at > 0 && now.saturating_sub(self.written_at) <= 3 * self.interval_seconds.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_a_round_trip_and_says_when_it_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("watch.json");
+        assert_eq!(WatchState::load(&path).unwrap(), WatchState::default());
+        let mut s = WatchState { written_at: 100, interval_seconds: 2, pid: 7, live: true, ..Default::default() };
+        s.paused.insert("c1".into(), Paused { reason: PauseReason::Game { name: "steam".into(), pid: 9 }, engine: Engine::Podman, since: 99 });
+        s.save(&path).unwrap();
+        let back = WatchState::load(&path).unwrap();
+        assert_eq!(back, s);
+        assert!(back.is_fresh(106) && !back.is_fresh(107));
+        std::fs::write(&path, "{").unwrap();
+        assert!(WatchState::load(&path).unwrap_err().contains("is unreadable"));
+    }
+}

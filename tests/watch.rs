@@ -1,0 +1,219 @@
+//! `gpuwarden watch` against real Podman containers and NVIDIA's real MPS
+//! daemon. The GPU is the only stand-in: what runs on it comes from an
+//! inventory file with `processes` (real pids, the memory they "use"), read
+//! through the same seam as NVML.
+
+mod common;
+use common::*;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output};
+
+const IMAGE: &str = "localhost/gpuwarden-test-busybox:latest";
+const SPEC: &str = "/var/run/cdi/gpuwarden-test.yaml";
+
+struct World {
+    dir: tempfile::TempDir,
+    config: String,
+    hooks: PathBuf,
+    names: Vec<String>,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+fn podman(args: &[&str]) -> Output {
+    Command::new("podman").args(args).output().unwrap()
+}
+
+impl World {
+    fn new(test: &str) -> Option<World> {
+        if !is_root() {
+            skip(test, "rootful Podman, /var/run/cdi and mknod need root");
+            return None;
+        }
+        let lock = process_lock("podman-cdi");
+        busybox_image(IMAGE, |_| {});
+        let fixture = driver_fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let config = write(
+            dir.path(),
+            "config.toml",
+            &format!(
+                "inventory = \"builtin:rtx4070\"\nstate_dir = \"{d}/state\"\n[mps]\npipe_directory = \"{d}/mps/pipe\"\nlog_directory = \"{d}/mps/log\"\nshm_directory = \"{d}/mps/shm\"\n\
+                 [budget.reserves]\n[watch]\ninterval_seconds = 1\nstate_file = \"{d}/watch.json\"\nevents_file = \"{d}/events.jsonl\"\nover_share = {{ comfyui = \"pause\", blender = \"kill\" }}\n"
+            ),
+        );
+        let _ = std::fs::remove_file(SPEC);
+        let o = gpuwarden(
+            &["--config", &config, "cdi", "generate", "--driver-root", fixture.root.to_str().unwrap(), "--dev-root", fixture.dev.to_str().unwrap(), "--output", SPEC, "--launcher-path", dist("gpuwarden-launch").to_str().unwrap()],
+            b"",
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let hooks = dir.path().join("hooks.d");
+        let o = gpuwarden(&["--config", &config, "podman", "install-hook", "--hooks-dir", hooks.to_str().unwrap(), "--launcher-path", dist("gpuwarden-launch").to_str().unwrap()], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let w = World { dir, config, hooks, names: Vec::new(), _lock: lock };
+        let o = w.gw(&["mps", "start"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        Some(w)
+    }
+
+    fn gw(&self, args: &[&str]) -> Output {
+        gpuwarden(&[&["--config", self.config.as_str()], args].concat(), b"")
+    }
+
+    /// A detached sleeping container of `profile`; returns (id, pid of its init).
+    fn start(&mut self, name: &str, profile: &str) -> (String, i32) {
+        let full = format!("gwwatch-{}-{name}", std::process::id());
+        self.names.push(full.clone());
+        let device = format!("nvidia.com/gpu={profile}");
+        let hooks = self.hooks.display().to_string();
+        let o = podman(&[
+            "--runtime", "runc", "--hooks-dir", &hooks, "run", "-d", "--name", &full, "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+            "--device", &device, IMAGE, "sh", "-c", "sleep 600",
+        ]);
+        assert!(o.status.success(), "podman run {name}: {}", stderr(&o));
+        let id = stdout(&podman(&["inspect", "--format", "{{.Id}}", &full])).trim().to_string();
+        let pid = stdout(&podman(&["inspect", "--format", "{{.State.Pid}}", &full])).trim().parse().unwrap();
+        (id, pid)
+    }
+
+    fn status_of(&self, name: &str) -> String {
+        let full = format!("gwwatch-{}-{name}", std::process::id());
+        stdout(&podman(&["inspect", "--format", "{{.State.Status}}", &full])).trim().to_string()
+    }
+
+    /// The stand-in for NVML: GPU 0 runs `processes` (pid, name, MiB).
+    fn gpu_runs(&self, processes: &[(i32, &str, u64)]) -> String {
+        let o = gpuwarden(&["inventory", "--inventory", "builtin:rtx4070", "--json"], b"");
+        let mut inv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        inv["gpus"][0]["processes"] = processes.iter().map(|(pid, name, mib)| serde_json::json!({"pid": pid, "name": name, "used_memory_bytes": mib << 20})).collect();
+        write(self.dir.path(), "live-inventory.json", &inv.to_string())
+    }
+
+    fn watch_once(&self, inventory: &str) -> Output {
+        let o = self.gw(&["watch", "--once", "--inventory", inventory]);
+        assert!(o.status.success(), "gpuwarden watch --once: {}", stderr(&o));
+        o
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("events.jsonl")).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.dir.path().join("watch.json")).unwrap()).unwrap()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = podman(&["unpause", n]);
+            let _ = podman(&["rm", "-f", "-t", "0", n]);
+        }
+        let _ = self.gw(&["mps", "stop"]);
+        let _ = std::fs::remove_file(SPEC);
+    }
+}
+
+fn freezer_state(pid: i32) -> String {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let (file, _, _) = gpuwarden::watch::engine::freezer(&cg).unwrap();
+    std::fs::read_to_string(file).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_container_over_its_share_is_paused_or_killed_by_its_profile() {
+    let Some(mut w) = World::new("a_container_over_its_share_is_paused_or_killed_by_its_profile") else { return };
+    let (comfy, comfy_pid) = w.start("comfy", "comfyui");
+    let (render, render_pid) = w.start("render", "blender");
+    // Within the share (3 GiB + 10%) nothing happens.
+    w.watch_once(&w.gpu_runs(&[(comfy_pid, "python3", 3300), (render_pid, "blender", 4000)]));
+    assert_eq!(w.status_of("comfy"), "running");
+    assert!(w.events().is_empty(), "{:?}", w.events());
+
+    w.watch_once(&w.gpu_runs(&[(comfy_pid, "python3", 3500), (render_pid, "blender", 6000)]));
+    assert_eq!(w.status_of("comfy"), "paused", "podman knows it is paused");
+    assert_eq!(freezer_state(comfy_pid), "FROZEN");
+    assert_eq!(w.status_of("render"), "exited", "blender's action is kill");
+    let events = w.events();
+    let paused = events.iter().find(|e| e["kind"] == "paused").expect("a paused event");
+    assert_eq!(paused["container"], comfy.as_str());
+    assert!(paused["detail"].as_str().unwrap().contains("(comfyui) uses 3500.0 MiB of GPU memory, its share is 3.0 GiB (+10%): podman paused it"), "{paused}");
+    let killed = events.iter().find(|e| e["kind"] == "killed").expect("a killed event");
+    assert_eq!(killed["container"], render.as_str());
+    assert!(w.state()["paused"][&comfy]["reason"]["kind"] == "over_share");
+    // Paused for its memory, it stays paused at the next look.
+    w.watch_once(&w.gpu_runs(&[(comfy_pid, "python3", 3500)]));
+    assert_eq!(w.status_of("comfy"), "paused");
+}
+
+#[test]
+fn a_game_pauses_the_workers_which_resume_when_it_ends_even_across_a_killed_watchdog() {
+    let Some(mut w) = World::new("a_game_pauses_the_workers_which_resume_when_it_ends_even_across_a_killed_watchdog") else { return };
+    let (_, p1) = w.start("w1", "comfyui");
+    let (_, p2) = w.start("w2", "comfyui");
+    // A real process named like a game.
+    let steam = w.dir.path().join("steam");
+    std::fs::copy("/bin/sleep", &steam).unwrap();
+    let mut game: Child = Command::new(&steam).arg("600").spawn().unwrap();
+    let with_game = w.gpu_runs(&[(p1, "python3", 1000), (p2, "python3", 1000), (game.id() as i32, "steam", 2000)]);
+
+    // The watchdog as a service, killed with SIGKILL once it has paused both.
+    let mut dog = Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &with_game]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !(w.status_of("w1") == "paused" && w.status_of("w2") == "paused") {
+        assert!(std::time::Instant::now() < deadline, "not paused within 20 s: {:?}", w.events());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dog.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    dog.wait().unwrap();
+    let unknown = &w.state()["unknown"];
+    assert_eq!(unknown[0]["name"], "steam", "the game is named among the GPU's unknown processes: {unknown}");
+    assert_eq!(unknown[0]["game"], true);
+
+    // The game ends; a new watchdog resumes what the killed one paused.
+    game.kill().unwrap();
+    game.wait().unwrap();
+    w.watch_once(&w.gpu_runs(&[(p1, "python3", 1000), (p2, "python3", 1000)]));
+    assert_eq!((w.status_of("w1").as_str(), w.status_of("w2").as_str()), ("running", "running"), "{:?}", w.events());
+    let kinds: Vec<String> = w.events().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "paused").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "resumed").count(), 2, "{kinds:?}");
+
+    // A container paused by someone else is reported, not resumed.
+    let full = format!("gwwatch-{}-w1", std::process::id());
+    assert!(podman(&["pause", &full]).status.success());
+    let o = w.watch_once(&w.gpu_runs(&[(p1, "python3", 1000)]));
+    assert!(stderr(&o).contains("found_frozen") && stderr(&o).contains("podman unpause"), "{}", stderr(&o));
+    assert_eq!(w.status_of("w1"), "paused");
+}
+
+#[test]
+fn defaults_raised_by_an_unprivileged_client_are_put_back_within_an_interval() {
+    let Some(w) = World::new("defaults_raised_by_an_unprivileged_client_are_put_back_within_an_interval") else { return };
+    let pipe = w.dir.path().join("mps/pipe");
+    // The pipe directory's parents must let uid 1001 through, as /run does on a host.
+    for d in [w.dir.path().to_path_buf(), w.dir.path().join("mps")] {
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let mut client = Command::new("setpriv")
+        .args(["--reuid=1001", "--regid=1001", "--clear-groups", "nvidia-cuda-mps-control"])
+        .env("CUDA_MPS_PIPE_DIRECTORY", &pipe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    client.stdin.take().unwrap().write_all(b"set_default_active_thread_percentage 90\n").unwrap();
+    let o = client.wait_with_output().unwrap();
+    assert!(o.status.success() && stdout(&o).contains("90"), "the unprivileged client changed the default: {}", stdout(&o));
+
+    w.watch_once(&w.gpu_runs(&[]));
+    let restored = w.events().into_iter().find(|e| e["kind"] == "mps_defaults_restored").expect("an event");
+    assert!(restored["detail"].as_str().unwrap().contains("were 90.0%") && restored["detail"].as_str().unwrap().contains("set back to 50%"), "{restored}");
+    let status = stdout(&w.gw(&["mps", "status"]));
+    assert!(status.contains("50% of the SMs"), "{status}");
+}
+
