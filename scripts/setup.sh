@@ -21,8 +21,8 @@ fi
 # nvidia-cuda-mps: NVIDIA's real MPS control daemon; systemd: systemd-analyze for the units;
 # docker.io, docker-compose: Docker 20.10 and docker-compose 1.29 for the runtime shim
 # (Docker 26 comes from Debian 13's packages, unpacked by scripts/docker26.sh, not installed);
-# debootstrap: the Debian root the Blender image is built on.
-PACKAGES="podman runc busybox-static ca-certificates gcc libc6-dev nvidia-cuda-mps systemd docker.io docker-compose debootstrap"
+# debootstrap: the Debian root the Blender image is built on; prometheus: promtool for the metrics.
+PACKAGES="podman runc busybox-static ca-certificates gcc libc6-dev nvidia-cuda-mps systemd docker.io docker-compose debootstrap prometheus"
 MISSING=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || MISSING="$MISSING $p"

@@ -147,6 +147,44 @@ fn a_container_over_its_share_is_paused_or_killed_by_its_profile() {
     // Paused for its memory, it stays paused at the next look.
     w.watch_once(&w.gpu_runs(&[(comfy_pid, "python3", 3500)]));
     assert_eq!(w.status_of("comfy"), "paused");
+
+    // What it shows: `status` and the metrics, with the same numbers; promtool accepts them.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let inventory = w.gpu_runs(&[(comfy_pid, "python3", 3500)]);
+    let mut dog = Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &inventory, "--metrics", &port.to_string()]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap();
+    let metrics = fetch_metrics(port);
+    let _ = dog.kill();
+    let _ = dog.wait();
+    assert!(metrics.contains(&format!("gpuwarden_paused{{container=\"{comfy}\",reason=\"over_share\"}} 1\n")), "{metrics}");
+    assert!(metrics.contains(&format!("gpuwarden_used_bytes{{container=\"{comfy}\",profile=\"comfyui\"}} {}\n", 3500u64 << 20)), "{metrics}");
+    assert!(metrics.contains("gpuwarden_events_total{kind=\"paused\"}"), "{metrics}");
+    let mut promtool = Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("promtool (Debian's prometheus package, scripts/setup.sh)");
+    use std::io::Write as _;
+    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(checked.status.success(), "promtool check metrics: {}{}", stdout(&checked), stderr(&checked));
+    let status: serde_json::Value = serde_json::from_slice(&w.gw(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["watch"]["used_bytes"][&comfy], 3500u64 << 20);
+    assert_eq!(status["watch"]["paused"][&comfy]["reason"]["kind"], "over_share");
+    let text = stdout(&w.gw(&["status"]));
+    assert!(text.contains("WATCH ") && text.contains("paused   ") && text.contains("over its share (3500.0 MiB of 3.0 GiB)"), "{text}");
+}
+
+/// GET /metrics, retried while the watchdog starts.
+fn fetch_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+            let mut response = String::new();
+            s.read_to_string(&mut response).unwrap();
+            assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+            return response.split("\r\n\r\n").nth(1).unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no metrics on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod events;
+pub mod report;
 pub mod run;
 pub mod state;
 

@@ -83,6 +83,7 @@ impl Watchdog<'_> {
                 }
                 state.live = false;
                 state.unknown.clear();
+                state.used.clear();
                 return out;
             }
         };
@@ -90,6 +91,7 @@ impl Watchdog<'_> {
         let owner = |pid: i32| cgroups.get(&pid).and_then(|cg| ledger.reservations.iter().find(|r| r.id.len() >= 12 && cg.contains(&r.id)).map(|r| r.id.clone()));
         let use_now = usage(&gpus, &ledger, &owner, &self.config.watch);
         state.unknown = use_now.unknown.clone();
+        state.used = use_now.used.iter().map(|(id, b)| (id.clone(), b.as_u64())).collect();
         let paused: BTreeMap<String, PauseReason> = state.paused.iter().map(|(id, p)| (id.clone(), p.reason.clone())).collect();
         for d in decide(&ledger, &use_now, &paused, &self.config.watch) {
             let r = |id: &str| ledger.reservations.iter().find(|r| r.id == id).cloned();

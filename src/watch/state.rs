@@ -20,6 +20,9 @@ pub struct WatchState {
     /// Whether it sees the GPUs' processes (NVML, or a file standing in).
     pub live: bool,
     pub paused: BTreeMap<String, Paused>,
+    /// Container id -> GPU memory its processes used at the last look.
+    #[serde(default)]
+    pub used: BTreeMap<String, u64>,
     /// GPU processes of no admitted container, at the last look.
     #[serde(default)]
     pub unknown: Vec<super::Unknown>,

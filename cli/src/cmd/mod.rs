@@ -324,6 +324,10 @@ pub struct WatchArgs {
     /// Look once, act, and exit.
     #[arg(long)]
     pub once: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics: PORT alone means 127.0.0.1:PORT
+    /// (loopback); name another address to serve beyond this host.
+    #[arg(long, value_name = "ADDR|PORT")]
+    pub metrics: Option<String>,
 }
 
 /// Where `mps` learns how many GPUs there are (the defaults are set per GPU).

@@ -19,15 +19,19 @@ pub fn status(args: &StatusArgs, config: &Config) -> Result<ExitCode> {
     let ledger = store(&a.state_dir, config).read()?;
     let status = gpuwarden::status::gather(&inv, config, &ledger, &ProcFs);
     let mps = gpuwarden::mps::daemon::status(&config.mps, u32::try_from(inv.gpus.len())?);
+    let watch = gpuwarden::watch::state::WatchState::load(&config.watch.state_file).unwrap_or_default();
+    let events = gpuwarden::watch::events::read(&config.watch.events_file);
     if args.json {
         let mut v = gpuwarden::status::render_json(&status, now());
         v["mps"] = super::mps_cmd::json(config, &mps);
         v["live_view"] = serde_json::json!(live.describe(&config.live.file));
+        v["watch"] = gpuwarden::watch::report::render_json(&watch, &events, now());
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", gpuwarden::status::render_text(&status, now()));
         println!("LIVE {}", live.describe(&config.live.file));
         print!("{}", super::mps_cmd::render(config, mps));
+        print!("{}", gpuwarden::watch::report::render_text(&ledger, &watch, &events, now()));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -64,10 +64,41 @@ fn record(config: &Config, list: &[Event]) {
     }
 }
 
+/// Serves the metrics from the ledger and the saved state, in a thread of its own.
+fn serve_metrics(addr: &str, config: &Config) -> Result<()> {
+    use std::io::{Read, Write};
+    let addr = if addr.contains(':') { addr.to_string() } else { format!("127.0.0.1:{addr}") };
+    let listener = std::net::TcpListener::bind(&addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    eprintln!("gpuwarden watch: metrics on http://{addr}/metrics");
+    let (state_dir, state_file) = (config.state_dir.clone(), config.watch.state_file.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut request = [0u8; 2048];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let first = String::from_utf8_lossy(&request[..n]).lines().next().unwrap_or_default().to_string();
+            let (status, body) = if first.starts_with("GET /metrics ") || first.starts_with("GET /metrics?") {
+                let ledger = LedgerStore::new(&state_dir).read().unwrap_or_default();
+                let state = WatchState::load(&state_file).unwrap_or_default();
+                ("200 OK", gpuwarden::watch::report::metrics(&ledger, &state, now()))
+            } else {
+                ("404 Not Found", "only /metrics is served here\n".to_string())
+            };
+            let head = format!("HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes()));
+        }
+    });
+    Ok(())
+}
+
 pub fn run(args: &WatchArgs, config: &Config) -> Result<ExitCode> {
     let mut config = config.clone();
     if let Some(i) = args.interval {
         config.watch.interval_seconds = i;
+    }
+    if let Some(addr) = &args.metrics {
+        serve_metrics(addr, &config)?;
     }
     let state_file = config.watch.state_file.clone();
     let mut state = WatchState::load(&state_file).unwrap_or_else(|why| {
