@@ -11,7 +11,7 @@ scripts/build.sh
 ASSETS=target/deb-assets
 rm -rf "$ASSETS"
 mkdir -p "$ASSETS/units" "$ASSETS/hooks.d"
-for u in systemd/gpuwarden-mps.service systemd/gpuwarden-cdi-refresh.service systemd/gpuwarden-cdi-refresh.path; do
+for u in systemd/gpuwarden-mps.service systemd/gpuwarden-cdi-refresh.service systemd/gpuwarden-cdi-refresh.path systemd/gpuwarden-watch.service; do
   sed 's#/usr/local/bin/#/usr/bin/#g' "$u" > "$ASSETS/units/$(basename "$u")"
 done
 target/dist/gpuwarden podman install-hook --print --hook-path /usr/bin/gpuwarden-hook --launcher-path /usr/bin/gpuwarden-launch \

@@ -17,6 +17,7 @@ const WATCHED: &[&str] = &[
     "/etc/docker/daemon.json", "/etc/gpuwarden", "/etc/cdi", "/var/lib/gpuwarden", "/usr/share/containers/oci/hooks.d/gpuwarden-precreate.json",
     "/usr/bin/gpuwarden", "/usr/bin/gpuwarden-hook", "/usr/bin/gpuwarden-runtime", "/usr/bin/gpuwarden-launch",
     "/lib/systemd/system/gpuwarden-mps.service", "/lib/systemd/system/gpuwarden-cdi-refresh.service", "/lib/systemd/system/gpuwarden-cdi-refresh.path",
+    "/lib/systemd/system/gpuwarden-watch.service",
 ];
 
 fn state() -> Vec<(String, Option<Vec<u8>>)> {
@@ -81,12 +82,13 @@ fn the_package_installs_without_a_driver_and_purges_to_nothing() {
     assert!(conffiles.contains("/etc/gpuwarden/config.toml"), "the config is a conffile: {conffiles}");
     // The installed units name the installed binaries, and systemd accepts them.
     let dir = tempfile::tempdir().unwrap();
-    for unit in ["gpuwarden-mps.service", "gpuwarden-cdi-refresh.service", "gpuwarden-cdi-refresh.path"] {
+    let units = ["gpuwarden-mps.service", "gpuwarden-cdi-refresh.service", "gpuwarden-cdi-refresh.path", "gpuwarden-watch.service"];
+    for unit in units {
         let text = std::fs::read_to_string(Path::new("/lib/systemd/system").join(unit)).unwrap();
         assert!(!text.contains("/usr/local/bin"), "{unit} names /usr/local/bin");
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
-    for unit in ["gpuwarden-mps.service", "gpuwarden-cdi-refresh.service", "gpuwarden-cdi-refresh.path"] {
+    for unit in units {
         let o = Command::new("systemd-analyze").arg("verify").arg(dir.path().join(unit)).output().unwrap();
         assert!(o.status.success() && stderr(&o).trim().is_empty(), "{unit}: {}", stderr(&o));
     }

@@ -45,7 +45,7 @@ fn install_twice_then_uninstall_leaves_the_root_as_it_was() {
     for piece in [
         "usr/local/bin/gpuwarden", "usr/local/bin/gpuwarden-hook", "usr/local/bin/gpuwarden-runtime", "usr/local/bin/gpuwarden-launch",
         "etc/gpuwarden/config.toml", "etc/systemd/system/gpuwarden-mps.service", "etc/systemd/system/gpuwarden-cdi-refresh.service",
-        "etc/systemd/system/gpuwarden-cdi-refresh.path", "usr/share/containers/oci/hooks.d/gpuwarden-precreate.json",
+        "etc/systemd/system/gpuwarden-cdi-refresh.path", "etc/systemd/system/gpuwarden-watch.service", "usr/share/containers/oci/hooks.d/gpuwarden-precreate.json",
     ] {
         assert!(root.path().join(piece).is_file(), "{piece} is missing:\n{out}");
     }

@@ -74,6 +74,8 @@ pub struct WatchConfig {
     /// Its state (paused containers, a heartbeat) and its events, under /run.
     pub state_file: PathBuf,
     pub events_file: PathBuf,
+    /// Admission refuses profile containers while no watchdog looks at the GPUs.
+    pub required: bool,
 }
 
 /// What the watchdog does to a container over its share.
@@ -200,6 +202,7 @@ struct RawWatch {
     yield_to_games: Option<Vec<String>>,
     state_file: Option<AbsPath>,
     events_file: Option<AbsPath>,
+    required: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +261,7 @@ impl Default for Config {
                 yield_to_games: vec!["blender".to_string(), "comfyui".to_string()],
                 state_file: "/run/gpuwarden/watch.json".into(),
                 events_file: "/run/gpuwarden/events.jsonl".into(),
+                required: false,
             },
             budget: BudgetConfig {
                 thread_ceiling: Percent::new(100).expect("100 is a percentage"),
@@ -335,6 +339,7 @@ impl Config {
         if let Some(f) = raw.watch.events_file {
             w.events_file = f.path().to_path_buf();
         }
+        w.required = raw.watch.required.unwrap_or(w.required);
         let b = &mut config.budget;
         b.thread_ceiling = raw.budget.thread_ceiling.unwrap_or(b.thread_ceiling);
         b.max_clients = raw.budget.max_clients.unwrap_or(b.max_clients);

@@ -106,6 +106,15 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
         crate::mps::admission::check(&cfg, &config.mps, (env.daemon)(&config.mps))
             .map_err(|why| AdmitError::Mps { id: id.clone(), profile: profile.clone(), why })?;
     }
+    if config.watch.required {
+        let watch = crate::watch::state::WatchState::load(&config.watch.state_file).unwrap_or_default();
+        if !(watch.is_fresh(env.now) && watch.live) {
+            return Err(gpu_err(format!(
+                "the watchdog is required ([watch] required = true) and {}",
+                crate::watch::report::enforcement(&watch, env.now).replace("enforcement is at start only (admission); ", "")
+            )));
+        }
+    }
 
     let store = LedgerStore::new(env.state_dir.unwrap_or(&config.state_dir));
     let ledger_err = |source| AdmitError::Ledger { id: id.clone(), profile: profile.clone(), source };
@@ -217,6 +226,21 @@ mod tests {
 
     fn rtx4070(_: &Config) -> Result<Inventory, InventoryError> {
         Ok(builtin("rtx4070").unwrap())
+    }
+
+    #[test]
+    fn a_required_watchdog_that_does_not_look_refuses_admission() {
+        let mut w = World::new();
+        let state_file = w.dir.path().join("watch.json");
+        w.config = Config::parse(&format!("[watch]\nrequired = true\nstate_file = \"{}\"\n", state_file.display()), Path::new("c")).unwrap();
+        let e = w.admit("comfy1000000cc", "comfyui", 41).unwrap_err().to_string();
+        assert!(e.contains("(comfyui): the watchdog is required ([watch] required = true) and not running (no recent look): start `gpuwarden watch`"), "{e}");
+        let seen = crate::watch::state::WatchState { written_at: 999, interval_seconds: 2, pid: 5, live: false, ..Default::default() };
+        seen.save(&state_file).unwrap();
+        let e = w.admit("comfy1000000cc", "comfyui", 41).unwrap_err().to_string();
+        assert!(e.contains("cannot see the GPUs' processes (no NVML)"), "{e}");
+        crate::watch::state::WatchState { live: true, ..seen }.save(&state_file).unwrap();
+        assert!(matches!(w.admit("comfy1000000cc", "comfyui", 41), Ok(Admission::Admitted(_))));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub const UNITS: &[(&str, &str)] = &[
     ("gpuwarden-mps.service", include_str!("../../../systemd/gpuwarden-mps.service")),
     ("gpuwarden-cdi-refresh.service", include_str!("../../../systemd/gpuwarden-cdi-refresh.service")),
     ("gpuwarden-cdi-refresh.path", include_str!("../../../systemd/gpuwarden-cdi-refresh.path")),
+    ("gpuwarden-watch.service", include_str!("../../../systemd/gpuwarden-watch.service")),
 ];
 
 /// Which engines get their pieces: those asked for, else those on the target.
@@ -151,7 +152,7 @@ pub fn install(args: &InstallArgs) -> Result<ExitCode> {
         println!("nothing to change: every piece is in place");
     }
     if !args.package {
-        println!("next: systemctl daemon-reload && systemctl enable --now gpuwarden-mps.service gpuwarden-cdi-refresh.path");
+        println!("next: systemctl daemon-reload && systemctl enable --now gpuwarden-mps.service gpuwarden-cdi-refresh.path gpuwarden-watch.service");
     }
     if changes.iter().any(|c| matches!(c, install::Change::MergeDaemonJson(_))) {
         println!("next: restart Docker so it reads daemon.json (systemctl restart docker, or kill -HUP the dockerd process)");
