@@ -62,6 +62,7 @@ impl Watchdog<'_> {
             Some(Err(why)) => out.push(self.event("mps_defaults_unchecked", None, why)),
             None => {}
         }
+        let first_look = state.written_at == 0;
         state.written_at = self.now;
         state.interval_seconds = self.config.watch.interval_seconds;
         state.pid = std::process::id() as i32;
@@ -78,8 +79,9 @@ impl Watchdog<'_> {
                 g
             }
             Err(why) => {
-                if state.live || state.written_at == self.now {
-                    tracing::warn!("cannot see the GPUs' processes: {why}");
+                // Said once when sight is lost, not at every look.
+                if state.live || first_look {
+                    tracing::warn!("cannot see the GPUs' processes: {why}: enforcement is at start only until it can");
                 }
                 state.live = false;
                 state.unknown.clear();
