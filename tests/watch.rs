@@ -157,7 +157,7 @@ fn a_container_over_its_share_is_paused_or_killed_by_its_profile() {
     let _ = dog.wait();
     assert!(metrics.contains(&format!("gpuwarden_paused{{container=\"{comfy}\",reason=\"over_share\"}} 1\n")), "{metrics}");
     assert!(metrics.contains(&format!("gpuwarden_used_bytes{{container=\"{comfy}\",profile=\"comfyui\"}} {}\n", 3500u64 << 20)), "{metrics}");
-    assert!(metrics.contains("gpuwarden_events_total{kind=\"paused\"}"), "{metrics}");
+    assert!(metrics.contains("gpuwarden_events_total{kind=\"paused\"}") && metrics.contains("gpuwarden_refusals_total "), "{metrics}");
     let mut promtool = Command::new("promtool").args(["check", "metrics"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("promtool (Debian's prometheus package, scripts/setup.sh)");
     use std::io::Write as _;
     promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();

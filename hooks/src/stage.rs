@@ -58,7 +58,14 @@ pub fn run(stage: Stage) -> Result<()> {
             };
             let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
             let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() };
-            hook::admit(&stdin()?, &env)?;
+            if let Err(e) = hook::admit(&stdin()?, &env) {
+                // Counted for the watchdog's metrics (refusals by reason are in the line).
+                if let Ok(config) = o.settings() {
+                    let event = gpuwarden::watch::events::Event { time: now(), kind: "refused".into(), container: None, detail: gpuwarden::text::one_line(&e) };
+                    let _ = gpuwarden::watch::events::append(&config.watch.events_file, &event);
+                }
+                return Err(e.into());
+            }
         }
         Stage::Release(o) => {
             let input = stdin()?;

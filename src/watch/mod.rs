@@ -62,8 +62,10 @@ pub struct Usage {
 }
 
 /// Sums each GPU's processes by container; `owner` names the container id
-/// of a pid (from its cgroup) among the ledger's.
-pub fn usage(gpus: &[(String, Vec<GpuProcess>)], ledger: &Ledger, owner: &dyn Fn(i32) -> Option<String>, config: &WatchConfig) -> Usage {
+/// of a pid (from its cgroup) among the ledger's. A process is a game when
+/// its command name is one of `games`: [watch] games, and the names of the
+/// budget's reserves (a reserve `steam` kept for Steam makes `steam` a game).
+pub fn usage(gpus: &[(String, Vec<GpuProcess>)], ledger: &Ledger, owner: &dyn Fn(i32) -> Option<String>, games: &[String]) -> Usage {
     let mut u = Usage::default();
     for (gpu, processes) in gpus {
         for p in processes {
@@ -77,7 +79,7 @@ pub fn usage(gpus: &[(String, Vec<GpuProcess>)], ledger: &Ledger, owner: &dyn Fn
                     pid: p.pid,
                     name: p.name.clone(),
                     used_bytes: p.used_memory_bytes.as_u64(),
-                    game: config.games.iter().any(|g| g == &p.name),
+                    game: games.iter().any(|g| g == &p.name),
                 }),
             }
         }
@@ -147,7 +149,7 @@ mod tests {
     }
 
     fn look(processes: Vec<GpuProcess>) -> Usage {
-        usage(&[("GPU-a".into(), processes)], &ledger(), &owner, &Config::default().watch)
+        usage(&[("GPU-a".into(), processes)], &ledger(), &owner, &Config::default().watch.games)
     }
 
     #[test]
@@ -157,6 +159,12 @@ mod tests {
         assert_eq!(u.used["b1"], ByteSize::mib(512));
         let names: Vec<(&str, bool)> = u.unknown.iter().map(|x| (x.name.as_str(), x.game)).collect();
         assert_eq!(names, [("x", false), ("steam", true)], "a container with no reservation is unknown too");
+    }
+
+    #[test]
+    fn a_process_named_like_a_reserve_is_a_game() {
+        let u = usage(&[("GPU-a".into(), vec![process(50, "hl2_linux", 900)])], &ledger(), &owner, &["hl2_linux".to_string()]);
+        assert!(u.unknown[0].game);
     }
 
     #[test]

@@ -64,8 +64,9 @@ fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// The metrics, in Prometheus' text exposition format.
-pub fn metrics(ledger: &Ledger, state: &WatchState, now: u64) -> String {
+/// The metrics, in Prometheus' text exposition format; `refusals` is how many
+/// admissions the events file records as refused.
+pub fn metrics(ledger: &Ledger, state: &WatchState, refusals: u64, now: u64) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -95,6 +96,7 @@ pub fn metrics(ledger: &Ledger, state: &WatchState, now: u64) -> String {
     }
     family("gpuwarden_unknown_gpu_processes", "gauge", "GPU processes that belong to no admitted container.", unknown.into_iter().map(|(g, n)| (format!("{{gpu=\"{}\"}}", esc(g)), n)).collect());
     family("gpuwarden_events_total", "counter", "The watchdog's events by kind.", state.counts.iter().map(|(k, n)| (format!("{{kind=\"{}\"}}", esc(k)), *n as f64)).collect());
+    family("gpuwarden_refusals_total", "counter", "Containers refused at admission (as the events file records them).", vec![(String::new(), refusals as f64)]);
     family("gpuwarden_watch_up", "gauge", "1 while the watchdog looks at the GPUs' processes.", vec![(String::new(), if state.is_fresh(now) && state.live { 1.0 } else { 0.0 })]);
     out
 }
@@ -121,11 +123,11 @@ mod tests {
         let text = render_text(&ledger, &state, &[], 101);
         assert!(text.starts_with("WATCH running (pid 42), looked 1s ago, every 2s\n"), "{text}");
         assert!(text.contains("c1 comfy-1") && text.contains("uses 1.0 GiB of its 3.0 GiB") && text.contains("yields to steam (pid 9)") && text.contains("pid 9 steam uses 0.5 GiB on GPU-a (a game)"), "{text}");
-        let m = metrics(&ledger, &state, 101);
+        let m = metrics(&ledger, &state, 2, 101);
         assert!(m.contains("gpuwarden_reservation_threads_percent{container=\"c1\",profile=\"comfyui\",gpu=\"GPU-a\"} 25\n"), "{m}");
         assert!(m.contains("gpuwarden_used_bytes{container=\"c1\",profile=\"comfyui\"} 1073741824\n"));
         assert!(m.contains("gpuwarden_paused{container=\"c1\",reason=\"game\"} 1\n") && m.contains("gpuwarden_events_total{kind=\"paused\"} 3\n"));
-        assert!(m.contains("gpuwarden_watch_up 1\n"));
+        assert!(m.contains("gpuwarden_watch_up 1\n") && m.contains("gpuwarden_refusals_total 2\n"));
         let j = render_json(&state, &[], 101);
         assert_eq!(j["used_bytes"]["c1"], 1u64 << 30);
         assert_eq!(j["events_total"]["paused"], 3);
@@ -137,6 +139,6 @@ mod tests {
         assert!(render_text(&ledger, &state, &[], 200).starts_with("WATCH not running (no recent look): enforcement is at start only"));
         state.live = false;
         assert!(enforcement(&state, 101).contains("cannot see the GPUs' processes (no NVML): enforcement is at start only"));
-        assert!(metrics(&ledger, &state, 101).contains("gpuwarden_watch_up 0\n"));
+        assert!(metrics(&ledger, &state, 0, 101).contains("gpuwarden_watch_up 0\n"));
     }
 }

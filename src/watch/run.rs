@@ -91,7 +91,8 @@ impl Watchdog<'_> {
         };
         let cgroups: BTreeMap<i32, String> = gpus.iter().flat_map(|(_, ps)| ps.iter()).filter_map(|p| Some((p.pid, self.processes.cgroup(p.pid)?))).collect();
         let owner = |pid: i32| cgroups.get(&pid).and_then(|cg| ledger.reservations.iter().find(|r| r.id.len() >= 12 && cg.contains(&r.id)).map(|r| r.id.clone()));
-        let use_now = usage(&gpus, &ledger, &owner, &self.config.watch);
+        let games: Vec<String> = self.config.watch.games.iter().chain(self.config.budget.reserves.keys()).cloned().collect();
+        let use_now = usage(&gpus, &ledger, &owner, &games);
         state.unknown = use_now.unknown.clone();
         state.used = use_now.used.iter().map(|(id, b)| (id.clone(), b.as_u64())).collect();
         let paused: BTreeMap<String, PauseReason> = state.paused.iter().map(|(id, p)| (id.clone(), p.reason.clone())).collect();

@@ -70,7 +70,7 @@ fn serve_metrics(addr: &str, config: &Config) -> Result<()> {
     let addr = if addr.contains(':') { addr.to_string() } else { format!("127.0.0.1:{addr}") };
     let listener = std::net::TcpListener::bind(&addr).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     eprintln!("gpuwarden watch: metrics on http://{addr}/metrics");
-    let (state_dir, state_file) = (config.state_dir.clone(), config.watch.state_file.clone());
+    let (state_dir, state_file, events_file) = (config.state_dir.clone(), config.watch.state_file.clone(), config.watch.events_file.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut stream = stream;
@@ -81,7 +81,8 @@ fn serve_metrics(addr: &str, config: &Config) -> Result<()> {
             let (status, body) = if first.starts_with("GET /metrics ") || first.starts_with("GET /metrics?") {
                 let ledger = LedgerStore::new(&state_dir).read().unwrap_or_default();
                 let state = WatchState::load(&state_file).unwrap_or_default();
-                ("200 OK", gpuwarden::watch::report::metrics(&ledger, &state, now()))
+                let refusals = events::read(&events_file).iter().filter(|e| e.kind == "refused").count() as u64;
+                ("200 OK", gpuwarden::watch::report::metrics(&ledger, &state, refusals, now()))
             } else {
                 ("404 Not Found", "only /metrics is served here\n".to_string())
             };
