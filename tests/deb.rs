@@ -85,7 +85,8 @@ fn the_package_installs_without_a_driver_and_purges_to_nothing() {
     let units = ["gpuwarden-mps.service", "gpuwarden-cdi-refresh.service", "gpuwarden-cdi-refresh.path", "gpuwarden-watch.service"];
     for unit in units {
         let text = std::fs::read_to_string(Path::new("/lib/systemd/system").join(unit)).unwrap();
-        assert!(!text.contains("/usr/local/bin"), "{unit} names /usr/local/bin");
+        let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("Exec")).collect();
+        assert!(runs.iter().all(|l| l.contains("/usr/bin/gpuwarden") && !l.contains("/usr/local/bin")), "{unit} runs the installed binary: {runs:?}");
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
     for unit in units {

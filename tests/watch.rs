@@ -117,6 +117,16 @@ impl Drop for World {
     }
 }
 
+/// A watchdog (or a game) that is killed when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn freezer_state(pid: i32) -> String {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let (file, _, _) = gpuwarden::watch::engine::freezer(&cg).unwrap();
@@ -151,10 +161,9 @@ fn a_container_over_its_share_is_paused_or_killed_by_its_profile() {
     // What it shows: `status` and the metrics, with the same numbers; promtool accepts them.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let inventory = w.gpu_runs(&[(comfy_pid, "python3", 3500)]);
-    let mut dog = Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &inventory, "--metrics", &port.to_string()]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap();
+    let dog = KillOnDrop(Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &inventory, "--metrics", &port.to_string()]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap());
     let metrics = fetch_metrics(port);
-    let _ = dog.kill();
-    let _ = dog.wait();
+    drop(dog);
     assert!(metrics.contains(&format!("gpuwarden_paused{{container=\"{comfy}\",reason=\"over_share\"}} 1\n")), "{metrics}");
     assert!(metrics.contains(&format!("gpuwarden_used_bytes{{container=\"{comfy}\",profile=\"comfyui\"}} {}\n", 3500u64 << 20)), "{metrics}");
     assert!(metrics.contains("gpuwarden_events_total{kind=\"paused\"}") && metrics.contains("gpuwarden_refusals_total "), "{metrics}");
@@ -195,25 +204,24 @@ fn a_game_pauses_the_workers_which_resume_when_it_ends_even_across_a_killed_watc
     // A real process named like a game.
     let steam = w.dir.path().join("steam");
     std::fs::copy("/bin/sleep", &steam).unwrap();
-    let mut game: Child = Command::new(&steam).arg("600").spawn().unwrap();
-    let with_game = w.gpu_runs(&[(p1, "python3", 1000), (p2, "python3", 1000), (game.id() as i32, "steam", 2000)]);
+    let game = KillOnDrop(Command::new(&steam).arg("600").spawn().unwrap());
+    let with_game = w.gpu_runs(&[(p1, "python3", 1000), (p2, "python3", 1000), (game.0.id() as i32, "steam", 2000)]);
 
     // The watchdog as a service, killed with SIGKILL once it has paused both.
-    let mut dog = Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &with_game]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap();
+    let mut dog = KillOnDrop(Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &with_game]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !(w.status_of("w1") == "paused" && w.status_of("w2") == "paused") {
         assert!(std::time::Instant::now() < deadline, "not paused within 20 s: {:?}", w.events());
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dog.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    dog.wait().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dog.0.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    dog.0.wait().unwrap();
     let unknown = &w.state()["unknown"];
     assert_eq!(unknown[0]["name"], "steam", "the game is named among the GPU's unknown processes: {unknown}");
     assert_eq!(unknown[0]["game"], true);
 
     // The game ends; a new watchdog resumes what the killed one paused.
-    game.kill().unwrap();
-    game.wait().unwrap();
+    drop(game);
     w.watch_once(&w.gpu_runs(&[(p1, "python3", 1000), (p2, "python3", 1000)]));
     assert_eq!((w.status_of("w1").as_str(), w.status_of("w2").as_str()), ("running", "running"), "{:?}", w.events());
     let kinds: Vec<String> = w.events().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
@@ -236,6 +244,15 @@ fn defaults_raised_by_an_unprivileged_client_are_put_back_within_an_interval() {
     for d in [w.dir.path().to_path_buf(), w.dir.path().join("mps")] {
         std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
+    // The watchdog runs (interval 1 s) before the client acts, as a service would.
+    let inventory = w.gpu_runs(&[]);
+    let dog = KillOnDrop(Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &inventory]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap());
+    let state = w.dir.path().join("watch.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !state.exists() {
+        assert!(std::time::Instant::now() < deadline, "the watchdog did not look");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let mut client = Command::new("setpriv")
         .args(["--reuid=1001", "--regid=1001", "--clear-groups", "nvidia-cuda-mps-control"])
         .env("CUDA_MPS_PIPE_DIRECTORY", &pipe)
@@ -246,11 +263,19 @@ fn defaults_raised_by_an_unprivileged_client_are_put_back_within_an_interval() {
     use std::io::Write as _;
     client.stdin.take().unwrap().write_all(b"set_default_active_thread_percentage 90\n").unwrap();
     let o = client.wait_with_output().unwrap();
+    let changed = std::time::Instant::now();
     assert!(o.status.success() && stdout(&o).contains("90"), "the unprivileged client changed the default: {}", stdout(&o));
-
-    w.watch_once(&w.gpu_runs(&[]));
-    let restored = w.events().into_iter().find(|e| e["kind"] == "mps_defaults_restored").expect("an event");
-    assert!(restored["detail"].as_str().unwrap().contains("were 90.0%") && restored["detail"].as_str().unwrap().contains("set back to 50%"), "{restored}");
+    let restored = loop {
+        if let Some(e) = w.events().into_iter().find(|e| e["kind"] == "mps_defaults_restored") {
+            break e;
+        }
+        assert!(changed.elapsed() < std::time::Duration::from_secs(5), "not restored within 5 s (interval 1 s): {:?}", w.events());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(dog);
+    let detail = restored["detail"].as_str().unwrap();
+    assert!(detail.contains("were 90.0%") && detail.contains("set back to 50%"), "{restored}");
+    assert!(detail.contains("the daemon logged: set_default_active_thread_percentage 90"), "the daemon's log names the command: {restored}");
     let status = stdout(&w.gw(&["mps", "status"]));
     assert!(status.contains("50% of the SMs"), "{status}");
 }

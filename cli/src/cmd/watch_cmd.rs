@@ -31,27 +31,47 @@ fn look(args: &WatchArgs) -> std::result::Result<Vec<(String, Vec<gpuwarden::inv
         .collect()
 }
 
-/// Puts the daemon's defaults back when they are not the ceiling.
-fn guard(config: &Config, devices: u32) -> Option<std::result::Result<String, String>> {
+/// The `Cmd:set_default_...` lines the daemon logged (control.log in its log
+/// folder) since `offset`, which moves past what was read.
+fn logged_changes(config: &Config, offset: &std::cell::Cell<u64>) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = config.mps.log_directory.join("control.log");
+    let Ok(mut f) = std::fs::File::open(&path) else { return Vec::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // A new daemon starts a new log.
+    let from = if len < offset.get() { 0 } else { offset.get() };
+    let mut text = String::new();
+    if f.seek(SeekFrom::Start(from)).is_err() || f.read_to_string(&mut text).is_err() {
+        return Vec::new();
+    }
+    offset.set(from + text.len() as u64);
+    text.lines().filter_map(|l| l.split_once("Cmd:").map(|(_, c)| c.trim().to_string())).filter(|c| c.starts_with("set_default")).collect()
+}
+
+/// Puts the daemon's defaults back when they are not the ceiling; what the
+/// daemon logged of who set what since the last look goes into the event.
+fn guard(config: &Config, devices: u32, offset: &std::cell::Cell<u64>) -> Option<std::result::Result<String, String>> {
     if !config.mps.enabled {
         return None;
     }
     let ceiling = Ceiling::of(config)?;
+    let logged = logged_changes(config, offset);
     let held = daemon::status(&config.mps, devices).ok()?;
     if ceiling.holds(held.threads, &held.pinned) {
         return None;
     }
     let found: Vec<String> = held.pinned.iter().map(|(o, l)| format!("{o}={}", l.map_or("none".to_string(), |l| l.mps_limit()))).collect();
+    let log = if logged.is_empty() { String::new() } else { format!("; the daemon logged: {}", logged.join(", ")) };
     let control = gpuwarden::mps::control::ControlBinary::new(&config.mps);
     Some(match ceiling.apply(&control, devices) {
         Ok(()) => Ok(format!(
-            "the MPS daemon's defaults were {:.1}% and pinned {}: set back to {}% and {} (a client changed them)",
+            "the MPS daemon's defaults were {:.1}% and pinned {}: set back to {}% and {} (a client changed them{log})",
             held.threads,
             found.join(" "),
             ceiling.threads,
             ceiling.pinned.mps_limit()
         )),
-        Err(e) => Err(format!("the MPS daemon's defaults moved ({:.1}%, {}) and could not be set back: {e}", held.threads, found.join(" "))),
+        Err(e) => Err(format!("the MPS daemon's defaults moved ({:.1}%, {}{log}) and could not be set back: {e}", held.threads, found.join(" "))),
     })
 }
 
@@ -110,7 +130,9 @@ pub fn run(args: &WatchArgs, config: &Config) -> Result<ExitCode> {
     let ledger = || store.read().map_err(|e| e.to_string());
     let devices = super::inventory_cmd::for_status(args.inventory.as_deref(), args.driver_root.as_deref(), &config).map(|i| i.gpus.len() as u32).unwrap_or(1);
     let looker = || look(args);
-    let mps = || guard(&config, devices);
+    // Only what the daemon logs from now on is news.
+    let offset = std::cell::Cell::new(std::fs::metadata(config.mps.log_directory.join("control.log")).map(|m| m.len()).unwrap_or(0));
+    let mps = || guard(&config, devices, &offset);
     let dog = |now: u64| Watchdog { config: &config, ledger: &ledger, look: &looker, processes: &ProcFs, containers: &EngineCli, mps: &mps, now };
     record(&config, &dog(now()).reconcile(&state));
     loop {
