@@ -59,10 +59,12 @@ pub fn run(stage: Stage) -> Result<()> {
             let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
             let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() };
             if let Err(e) = hook::admit(&stdin()?, &env) {
-                // Counted for the watchdog's metrics (refusals by reason are in the line).
-                if let Ok(config) = o.settings() {
+                // A verdict on a container is counted for the watchdog's metrics, in the
+                // events file beside the ledger; unreadable input changes nothing.
+                if let (true, Ok(config)) = (e.is_verdict(), o.settings()) {
+                    let file = o.state_dir.as_ref().map_or(config.watch.events_file, |d| d.join("events.jsonl"));
                     let event = gpuwarden::watch::events::Event { time: now(), kind: "refused".into(), container: None, detail: gpuwarden::text::one_line(&e) };
-                    let _ = gpuwarden::watch::events::append(&config.watch.events_file, &event);
+                    let _ = gpuwarden::watch::events::append(&file, &event);
                 }
                 return Err(e.into());
             }

@@ -71,7 +71,8 @@ pub struct WatchConfig {
     pub games: Vec<String>,
     /// Profiles whose containers are paused while a game runs.
     pub yield_to_games: Vec<String>,
-    /// Its state (paused containers, a heartbeat) and its events, under /run.
+    /// Its state (paused containers, a heartbeat) and its events (admission's
+    /// refusals too): by default `watch.json` and `events.jsonl` in `state_dir`.
     pub state_file: PathBuf,
     pub events_file: PathBuf,
     /// Admission refuses profile containers while no watchdog looks at the GPUs.
@@ -333,12 +334,9 @@ impl Config {
         }
         w.games = raw.watch.games.unwrap_or(std::mem::take(&mut w.games));
         w.yield_to_games = raw.watch.yield_to_games.unwrap_or(std::mem::take(&mut w.yield_to_games));
-        if let Some(f) = raw.watch.state_file {
-            w.state_file = f.path().to_path_buf();
-        }
-        if let Some(f) = raw.watch.events_file {
-            w.events_file = f.path().to_path_buf();
-        }
+        // Beside the ledger unless named: a config with its own state folder keeps all its state there.
+        w.state_file = raw.watch.state_file.map_or_else(|| config.state_dir.join("watch.json"), |f| f.path().to_path_buf());
+        w.events_file = raw.watch.events_file.map_or_else(|| config.state_dir.join("events.jsonl"), |f| f.path().to_path_buf());
         w.required = raw.watch.required.unwrap_or(w.required);
         let b = &mut config.budget;
         b.thread_ceiling = raw.budget.thread_ceiling.unwrap_or(b.thread_ceiling);

@@ -64,6 +64,14 @@ pub enum AdmitError {
     Budget(String),
 }
 
+impl AdmitError {
+    /// A verdict on the container (its profile, its conformance, the GPU, MPS,
+    /// the budget), as opposed to input or state that could not be read.
+    pub fn is_verdict(&self) -> bool {
+        matches!(self, AdmitError::Precreate { .. } | AdmitError::Profile { .. } | AdmitError::Violation { .. } | AdmitError::Gpu { .. } | AdmitError::Mps { .. } | AdmitError::Budget(_))
+    }
+}
+
 /// Admits the container in `input`'s state, or says why not.
 pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     let state = HookState::parse(input)?;
