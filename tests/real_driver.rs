@@ -6,9 +6,12 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 
-fn generate(extra: &[&str]) -> std::process::Output {
+/// `cdi generate` on the real packages, with a config whose MPS folders are
+/// in `dir` (the default ones under /run are not the tests' to make).
+fn generate_in(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let f = driver_fixture();
-    let mut args = vec!["cdi", "generate", "--inventory", "builtin:rtx4070", "--driver-root", f.root.to_str().unwrap(), "--dev-root", f.dev.to_str().unwrap()];
+    let config = write(dir, "gpuwarden.toml", &format!("[mps]\npipe_directory = \"{d}/mps/pipe\"\nlog_directory = \"{d}/mps/log\"\nshm_directory = \"{d}/mps/shm\"\n", d = dir.display()));
+    let mut args = vec!["--config", config.as_str(), "cdi", "generate", "--inventory", "builtin:rtx4070", "--driver-root", f.root.to_str().unwrap(), "--dev-root", f.dev.to_str().unwrap()];
     args.extend_from_slice(extra);
     gpuwarden(&args, b"")
 }
@@ -27,7 +30,7 @@ fn the_spec_holds_the_real_libraries_under_their_real_sonames() {
     require_root!("the_spec_holds_the_real_libraries_under_their_real_sonames");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cdi/gpuwarden.yaml");
-    let o = generate(&["--output", out.to_str().unwrap(), "--cdi-dir", dir.path().join("cdi").to_str().unwrap()]);
+    let o = generate_in(dir.path(), &["--output", out.to_str().unwrap(), "--cdi-dir", dir.path().join("cdi").to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let spec: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(spec["cdiVersion"], "0.5.0");
@@ -105,7 +108,7 @@ fn a_second_gpu_without_its_node_is_an_error_and_nothing_is_written() {
     let out = dir.path().join("spec.yaml");
     let f = driver_fixture();
     let o = gpuwarden(
-        &["cdi", "generate", "--inventory", &inv_path, "--driver-root", f.root.to_str().unwrap(), "--dev-root", f.dev.to_str().unwrap(), "--output", out.to_str().unwrap()],
+        &["cdi", "generate", "--inventory", &inv_path, "--driver-root", f.root.to_str().unwrap(), "--dev-root", f.dev.to_str().unwrap(), "--no-mps-folders", "--output", out.to_str().unwrap()],
         b"",
     );
     assert_one_line_error(&o, "GPU 1 (GPU-11111111-2222-3333-4444-555555555555) has no device node");
@@ -119,15 +122,15 @@ fn a_conflicting_nvidia_ctk_spec_is_named_with_the_way_out() {
     let ctk = write(dir.path(), "nvidia.yaml", "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: all\n  containerEdits:\n    deviceNodes: [{path: /dev/nvidia0}]\n");
     let out = dir.path().join("gpuwarden.yaml");
     let cdi_dir = dir.path().to_str().unwrap();
-    let o = generate(&["--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir]);
+    let o = generate_in(dir.path(), &["--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir]);
     assert_one_line_error(&o, &format!("{ctk} already defines nvidia.com/gpu=all"));
     assert!(stderr(&o).contains("--class gpuwarden"), "{}", stderr(&o));
     assert!(!out.exists());
     // Over a file it did not write, gpuwarden writes nothing either.
-    let o = generate(&["--output", &ctk, "--cdi-dir", "/nonexistent"]);
+    let o = generate_in(dir.path(), &["--output", &ctk, "--cdi-dir", "/nonexistent"]);
     assert_one_line_error(&o, "was not written by gpuwarden");
     // Another class resolves it.
-    let o = generate(&["--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir, "--class", "gpuwarden"]);
+    let o = generate_in(dir.path(), &["--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir, "--class", "gpuwarden"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(Path::new(&out).exists());
 }
@@ -176,7 +179,7 @@ fn generate_prints_a_summary_and_where_the_whole_spec_is() {
     require_root!("generate_prints_a_summary_and_where_the_whole_spec_is");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cdi/gpuwarden.yaml");
-    let o = generate(&["--output", out.to_str().unwrap(), "--cdi-dir", dir.path().join("cdi").to_str().unwrap(), "--hook-path", "/usr/bin/gpuwarden-hook"]);
+    let o = generate_in(dir.path(), &["--output", out.to_str().unwrap(), "--cdi-dir", dir.path().join("cdi").to_str().unwrap(), "--hook-path", "/usr/bin/gpuwarden-hook"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     let lines: Vec<&str> = text.lines().collect();
