@@ -54,14 +54,6 @@ impl Live {
     }
 }
 
-impl LiveFile {
-    /// What `inventory` says runs on its GPUs now, for the file.
-    pub fn of(inventory: &Inventory, now: u64) -> LiveFile {
-        let gpus = inventory.gpus.iter().map(|g| LiveGpu { uuid: g.uuid.clone(), processes: g.processes.clone().unwrap_or_default() }).collect();
-        LiveFile { written_at: now, gpus }
-    }
-}
-
 /// Fills the GPUs of `inventory` that have no live view from the file at
 /// `path`, if it is at most `max_age` seconds old.
 pub fn merge(inventory: &mut Inventory, path: &Path, now: u64, max_age: u64) -> Live {
@@ -98,10 +90,10 @@ mod tests {
     }
 
     fn written(dir: &Path, at: u64) -> std::path::PathBuf {
-        let mut inv = builtin("rtx4070").unwrap();
-        inv.gpus[0].processes = Some(vec![game()]);
+        let uuid = builtin("rtx4070").unwrap().gpus[0].uuid.clone();
+        let file = LiveFile { written_at: at, gpus: vec![LiveGpu { uuid, processes: vec![game()] }] };
         let path = dir.join("live.json");
-        std::fs::write(&path, serde_json::to_vec(&LiveFile::of(&inv, at)).unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
         path
     }
 

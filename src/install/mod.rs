@@ -163,6 +163,15 @@ fn missing_dirs(path: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Adds a `Dir` change for each folder `path` needs, once.
+fn push_missing_dirs(changes: &mut Vec<Change>, path: &Path) {
+    for d in missing_dirs(path) {
+        if !changes.contains(&Change::Dir(d.clone())) {
+            changes.push(Change::Dir(d));
+        }
+    }
+}
+
 enum Step {
     Write(PathBuf, Vec<u8>, u32),
     DaemonJson { path: PathBuf, old: Option<Vec<u8>>, new: String, added: Added },
@@ -186,11 +195,7 @@ pub fn install(root: &Path, plan: &Plan, dry_run: bool, out: &mut dyn Write) -> 
             }
             None => {
                 check_writable(&target)?;
-                for d in missing_dirs(&target) {
-                    if !changes.contains(&Change::Dir(d.clone())) {
-                        changes.push(Change::Dir(d));
-                    }
-                }
+                push_missing_dirs(&mut changes, &target);
                 changes.push(Change::Create(target.clone()));
                 steps.push(Step::Write(target, piece.content.clone(), piece.mode));
             }
@@ -206,11 +211,7 @@ pub fn install(root: &Path, plan: &Plan, dry_run: bool, out: &mut dyn Write) -> 
         }
         if text.as_deref() != Some(new.as_str()) {
             check_writable(&path)?;
-            for d in missing_dirs(&path) {
-                if !changes.contains(&Change::Dir(d.clone())) {
-                    changes.push(Change::Dir(d));
-                }
-            }
+            push_missing_dirs(&mut changes, &path);
             changes.push(Change::MergeDaemonJson(path.clone()));
             steps.push(Step::DaemonJson { path, old, new, added });
         }

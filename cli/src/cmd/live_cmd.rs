@@ -8,16 +8,28 @@ use std::process::ExitCode;
 use super::{now, LiveArgs, Result};
 use gpuwarden::config::Config;
 use gpuwarden::inventory::{InventorySource, NvmlProbe};
-use gpuwarden::live::LiveFile;
+use gpuwarden::inventory::GpuProcess;
+use gpuwarden::live::{LiveFile, LiveGpu};
+
+/// What runs on each GPU now (uuid, processes): NVML, or `inventory`, a file
+/// standing in for it, read afresh. `gpuwarden live` and `gpuwarden watch` look so.
+pub fn running(inventory: Option<&str>, driver_root: Option<&Path>) -> Result<Vec<(String, Vec<GpuProcess>)>> {
+    let root = super::inventory_cmd::driver_root(driver_root.unwrap_or(Path::new("/")))?;
+    // Only NVML, or a file standing in for it, knows what runs now: not the configured inventory.
+    let inventory = InventorySource::choose(inventory, None, &root)?.load(&NvmlProbe)?;
+    inventory
+        .gpus
+        .into_iter()
+        .map(|g| match g.processes {
+            Some(p) => Ok((g.uuid, p)),
+            None => Err(format!("the inventory says nothing of what runs on GPU {} (no `processes`): it is no live view", g.index).into()),
+        })
+        .collect()
+}
 
 fn look(args: &LiveArgs) -> Result<LiveFile> {
-    let root = super::inventory_cmd::driver_root(args.driver_root.as_deref().unwrap_or(Path::new("/")))?;
-    // Only NVML, or a file standing in for it, knows what runs now: not the configured inventory.
-    let inventory = InventorySource::choose(args.inventory.as_deref(), None, &root)?.load(&NvmlProbe)?;
-    if let Some(g) = inventory.gpus.iter().find(|g| g.processes.is_none()) {
-        return Err(format!("the inventory says nothing of what runs on GPU {} (no `processes`): it is no live view", g.index).into());
-    }
-    Ok(LiveFile::of(&inventory, now()))
+    let gpus = running(args.inventory.as_deref(), args.driver_root.as_deref())?;
+    Ok(LiveFile { written_at: now(), gpus: gpus.into_iter().map(|(uuid, processes)| LiveGpu { uuid, processes }).collect() })
 }
 
 fn write(file: &LiveFile, path: &Path) -> Result<()> {

@@ -2,12 +2,10 @@
 //! interval, acts, saves its state and appends its events; a failed look is
 //! an event and the loop goes on.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use super::{now, Result, WatchArgs};
 use gpuwarden::config::Config;
-use gpuwarden::inventory::{InventorySource, NvmlProbe};
 use gpuwarden::ledger::LedgerStore;
 use gpuwarden::mps::{daemon, Ceiling};
 use gpuwarden::proc::ProcFs;
@@ -15,21 +13,6 @@ use gpuwarden::watch::engine::EngineCli;
 use gpuwarden::watch::events::{self, Event};
 use gpuwarden::watch::run::Watchdog;
 use gpuwarden::watch::state::WatchState;
-
-/// What runs on each GPU now: NVML, or the stand-in file, read afresh.
-fn look(args: &WatchArgs) -> std::result::Result<Vec<(String, Vec<gpuwarden::inventory::GpuProcess>)>, String> {
-    let root = super::inventory_cmd::driver_root(args.driver_root.as_deref().unwrap_or(Path::new("/"))).map_err(|e| e.to_string())?;
-    let source = InventorySource::choose(args.inventory.as_deref(), None, &root).map_err(|e| e.to_string())?;
-    let inventory = source.load(&NvmlProbe).map_err(|e| e.to_string())?;
-    inventory
-        .gpus
-        .into_iter()
-        .map(|g| match g.processes {
-            Some(p) => Ok((g.uuid, p)),
-            None => Err(format!("the inventory says nothing of what runs on GPU {} (no `processes`)", g.index)),
-        })
-        .collect()
-}
 
 /// The `Cmd:set_default_...` lines the daemon logged (control.log in its log
 /// folder) since `offset`, which moves past what was read.
@@ -129,7 +112,7 @@ pub fn run(args: &WatchArgs, config: &Config) -> Result<ExitCode> {
     let store = LedgerStore::new(&config.state_dir);
     let ledger = || store.read().map_err(|e| e.to_string());
     let devices = super::inventory_cmd::for_status(args.inventory.as_deref(), args.driver_root.as_deref(), &config).map(|i| i.gpus.len() as u32).unwrap_or(1);
-    let looker = || look(args);
+    let looker = || super::live_cmd::running(args.inventory.as_deref(), args.driver_root.as_deref()).map_err(|e| e.to_string());
     // Only what the daemon logs from now on is news.
     let offset = std::cell::Cell::new(std::fs::metadata(config.mps.log_directory.join("control.log")).map(|m| m.len()).unwrap_or(0));
     let mps = || guard(&config, devices, &offset);
