@@ -5,7 +5,9 @@
 //!   NVIDIA's real MPS control daemon running, which admission probes);
 //! - a container's life in Podman (`podman run -d`, then `podman rm -f`) with
 //!   gpuwarden's three hooks (precreate, admit, release) against the same three
-//!   hooks as `/bin/cat` and `/bin/true`, on the same device and libraries.
+//!   hooks as `/bin/cat` and `/bin/true`, on the same device and libraries;
+//! - precreate's look at the image's dynamic loader: in process, and precreate
+//!   on a Debian root, a lib64 root and no root (`scripts/loader-images.sh`).
 //!
 //! The ledger lives on a tmpfs, as `/run` is on a systemd host; set
 //! GPUWARDEN_BENCH_STATE=DIR to put it elsewhere.  `cargo bench --bench hooks`
@@ -159,6 +161,8 @@ fn podman_life(cli: &str, hook: &str) {
         "/bin/cat, same input",
     );
 
+    image_loader(hook, c, &config_json);
+
     let mut n = 0;
     // One container's life: start (precreate, admit), then removal (release).
     let mut life = |hooks: &Path, device: &str| -> (Duration, Duration) {
@@ -200,6 +204,33 @@ fn podman_life(cli: &str, hook: &str) {
     for s in specs {
         let _ = std::fs::remove_file(s);
     }
+}
+
+/// The look at the image's loader that precreate makes for a GPU container:
+/// its cost in process, then precreate on Podman's config with `root.path` at a
+/// Debian root (this host's: the libraries stay), at the lib64 image's (they
+/// move), and at no root at all (the look ends at its first open), alternating.
+fn image_loader(hook: &str, config: &str, podman_config: &[u8]) {
+    let images = repo().join("target/fixtures/loader-images");
+    assert!(Command::new(repo().join("scripts/loader-images.sh")).arg(&images).status().unwrap().success(), "scripts/loader-images.sh");
+    let lib64 = images.join("lib64");
+    for (what, root) in [("Debian's (this host's /)", Path::new("/")), ("the lib64 image's", lib64.as_path())] {
+        let n = 5000;
+        let t = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(gpuwarden::loader::look(std::hint::black_box(root)));
+        }
+        println!("loader::look on {what} root, in process: {:.1} us each ({n} looks) -> {:?}", t.elapsed().as_secs_f64() * 1e6 / n as f64, gpuwarden::loader::look(root));
+    }
+    let at = |root: &Path| {
+        let mut v: serde_json::Value = serde_json::from_slice(podman_config).unwrap();
+        v["root"]["path"] = root.display().to_string().into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let (debian, moved, none) = (at(Path::new("/")), at(&lib64), at(Path::new("/nonexistent-root")));
+    let args = ["precreate", "--config", config];
+    compare("precreate, Debian root (look, libraries kept)", 500, 50, || run(hook, &args, &debian), || run(hook, &args, &none), "precreate, no root (look ends at open)");
+    compare("precreate, lib64 root (look, libraries moved)", 500, 50, || run(hook, &args, &moved), || run(hook, &args, &none), "precreate, no root (look ends at open)");
 }
 
 fn busybox_image() -> String {

@@ -15,6 +15,7 @@ pub mod install;
 pub mod inventory;
 pub mod launch;
 pub mod live;
+pub mod loader;
 pub mod logging;
 pub mod ledger;
 pub mod mps;

@@ -251,3 +251,49 @@ fn docker26_cdi_device_and_compose_v2_stack_are_admitted_then_refused() {
     assert!(o.status.success(), "{}", combined(&o));
     assert!(gpu.reservations().is_empty());
 }
+
+/// The lib64 image in this daemon, from the tar Podman's was imported from.
+fn lib64_image(d: &Dockerd) {
+    use common::loaders::*;
+    let tar = loader_images().join("lib64.tar");
+    if !d.docker(&["image", "inspect", LIB64_IMAGE]).status.success() {
+        let o = d.docker(&["import", tar.to_str().unwrap(), LIB64_IMAGE]);
+        assert!(o.status.success(), "docker import: {}", combined(&o));
+    }
+}
+
+#[test]
+fn docker20_runtime_finds_the_driver_in_a_lib64_image() {
+    if !needs_root("docker20_runtime_finds_the_driver_in_a_lib64_image") {
+        return;
+    }
+    let gpu = Gpu::new();
+    let d = docker20(&gpu, true);
+    lib64_image(&d);
+    let image = common::loaders::LIB64_IMAGE;
+    let o = d.docker(&["run", "--rm", "--runtime", "gpuwarden", "--read-only", "--network", "none", "-e", "NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu=comfyui", image, "sh", "-c", common::loaders::PROBE]);
+    assert!(o.status.success(), "{}\n{}", combined(&o), d.log());
+    common::loaders::assert_found_in_lib64(&stdout(&o));
+    assert!(gpu.reservations().is_empty(), "released");
+}
+
+#[test]
+fn docker26_cdi_finds_the_driver_in_a_lib64_image() {
+    if !needs_root("docker26_cdi_finds_the_driver_in_a_lib64_image") {
+        return;
+    }
+    let root = trixie();
+    let gpu = Gpu::new();
+    let daemon = serde_json::json!({
+        "features": {"cdi": true},
+        "cdi-spec-dirs": [gpu.cdi_dir()],
+        "runtimes": {"gpuwarden": gpu.runtime_plain()},
+        "default-runtime": "gpuwarden",
+        "userland-proxy-path": root.join("usr/sbin/docker-proxy"),
+    });
+    let d = Dockerd::start("d26", &root.join("usr/sbin/dockerd"), &root.join("usr/bin/docker"), daemon, &gpu.dockerd_env(), Some(&root.join("usr/sbin")));
+    lib64_image(&d);
+    let o = d.docker(&["run", "--rm", "--read-only", "--network", "none", "--device", "nvidia.com/gpu=comfyui", common::loaders::LIB64_IMAGE, "sh", "-c", common::loaders::PROBE]);
+    assert!(o.status.success(), "{}\n{}", combined(&o), d.log());
+    common::loaders::assert_found_in_lib64(&stdout(&o));
+}

@@ -30,6 +30,21 @@ fn ensure_image() {
     busybox_image(IMAGE, |_| {});
 }
 
+/// `gpuwarden cdi generate` of the test spec with `config`, as the refresh unit
+/// runs it; `path_first` goes before PATH (where NVIDIA's toolkit may be found).
+fn generate(config: &str, path_first: Option<&Path>) -> Output {
+    let fixture = driver_fixture();
+    let mut c = Command::new(bin());
+    c.env_remove("GPUWARDEN_CONFIG").env_remove("GPUWARDEN_CDI_SPEC_DIRS");
+    if let Some(first) = path_first {
+        c.env("PATH", format!("{}:{}", first.display(), std::env::var("PATH").unwrap_or_default()));
+    }
+    c.args(["--config", config, "cdi", "generate", "--driver-root", fixture.root.to_str().unwrap(), "--dev-root", fixture.dev.to_str().unwrap(), "--output", SPEC])
+        // Static: the busybox image has no libc.
+        .args(["--launcher-path", dist("gpuwarden-launch").to_str().unwrap()]);
+    c.output().unwrap()
+}
+
 impl World {
     /// A host set up as the README says, with its own state folder. `None`
     /// (said loudly) when not root: rootful Podman and mknod need it.
@@ -40,7 +55,6 @@ impl World {
         }
         let lock = process_lock("podman-cdi");
         ensure_image();
-        let fixture = driver_fixture();
         let dir = tempfile::tempdir().unwrap();
         let mps = dir.path().join("mps");
         let config = write(
@@ -54,24 +68,7 @@ impl World {
             ),
         );
         let _ = std::fs::remove_file(SPEC);
-        let o = gpuwarden(
-            &[
-                "--config",
-                &config,
-                "cdi",
-                "generate",
-                "--driver-root",
-                fixture.root.to_str().unwrap(),
-                "--dev-root",
-                fixture.dev.to_str().unwrap(),
-                "--output",
-                SPEC,
-                // Static: the busybox image has no libc.
-                "--launcher-path",
-                dist("gpuwarden-launch").to_str().unwrap(),
-            ],
-            b"",
-        );
+        let o = generate(&config, None);
         assert!(o.status.success(), "cdi generate: {}", stderr(&o));
         let hooks_dir = dir.path().join("hooks.d");
         std::fs::create_dir_all(&hooks_dir).unwrap();
@@ -148,6 +145,23 @@ impl World {
     fn held_ids(&self) -> Vec<String> {
         let s = self.status();
         s["gpus"][0]["reservations"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Asserts that the container's root changed only where runc made mount points
+    /// (before it made the root read-only): the workload and gpuwarden wrote nothing.
+    /// Returns what `podman diff` listed.
+    fn assert_only_mount_points_changed(&self, name: &str) -> String {
+        let id = self.id(name);
+        let bundle = PathBuf::from(format!("/var/lib/containers/storage/overlay-containers/{id}/userdata/config.json"));
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+        let destinations: Vec<&str> = config["mounts"].as_array().unwrap().iter().filter_map(|m| m["destination"].as_str()).collect();
+        let diff = stdout(&podman(&["diff", &format!("{}{name}", self.prefix)]));
+        for line in diff.lines() {
+            let path = line.split_once(' ').map_or(line, |(_, p)| p);
+            let mount_point = destinations.iter().any(|d| *d == path || d.starts_with(&format!("{path}/")));
+            assert!(mount_point, "{path} changed in the container's root, and no mount is there: something wrote it\n{diff}");
+        }
+        diff
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -581,17 +595,7 @@ fn real_blender_renders_a_frame_under_its_profile_and_writes_nothing_else() {
     assert_eq!(files, ["frame_0001.png"], "the frame, and nothing else, in the output folder");
     assert_eq!(&std::fs::read(out.join("frame_0001.png")).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
     let name = format!("{}blender", w.prefix);
-    // The root changed only where runc made mount points (before it made the root read-only).
-    let id = w.id("blender");
-    let bundle = PathBuf::from(format!("/var/lib/containers/storage/overlay-containers/{id}/userdata/config.json"));
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
-    let destinations: Vec<&str> = config["mounts"].as_array().unwrap().iter().filter_map(|m| m["destination"].as_str()).collect();
-    let diff = stdout(&podman(&["diff", &name]));
-    for line in diff.lines() {
-        let path = line.split_once(' ').map_or(line, |(_, p)| p);
-        let mount_point = destinations.iter().any(|d| *d == path || d.starts_with(&format!("{path}/")));
-        assert!(mount_point, "{path} changed in the container's root, and no mount is there: blender wrote it\n{diff}");
-    }
+    w.assert_only_mount_points_changed("blender");
     let inspect = stdout(&podman(&["inspect", "--format", "{{.HostConfig.ReadonlyRootfs}} {{.Config.Env}}", &name]));
     assert!(inspect.starts_with("true ") && inspect.contains("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=50"), "{inspect}");
     assert!(w.held_ids().is_empty(), "the render's share was released when it exited");
@@ -648,3 +652,65 @@ fn with_mps_off_every_container_says_so_where_the_user_sees_it() {
     let s = stdout(&gpuwarden(&["--config", &w.config, "status"], b""));
     assert!(s.contains("MPS  OFF"), "{s}");
 }
+
+/// The driver's libraries, in an image whose glibc searches /lib64 and /usr/lib64.
+fn lib64_run(w: &mut World, name: &str, device: &str, script: &str) -> Output {
+    common::loaders::loader_images();
+    w.run_image(name, common::loaders::LIB64_IMAGE, &["--read-only", "--device", device], &["sh", "-c", script], false)
+}
+
+#[test]
+fn without_the_precreate_hook_a_lib64_image_cannot_find_the_driver() {
+    // The failure issue 15 fixes, reproduced: the spec alone mounts at Debian's folder.
+    let Some(mut w) = World::new("without_the_precreate_hook_a_lib64_image_cannot_find_the_driver", false, "") else { return };
+    let o = lib64_run(&mut w, "lib64-bare", "nvidia.com/gpu=0", "gpuprobe libcuda.so.1; nvidia-smi 2>&1; true");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("fail libcuda.so.1: libcuda.so.1: cannot open shared object file"), "{out}");
+    assert!(out.contains("couldn't find libnvidia-ml.so"), "{out}");
+}
+
+#[test]
+fn a_lib64_image_finds_the_driver_read_only_and_its_loader_files_are_untouched() {
+    let Some(mut w) = World::new("a_lib64_image_finds_the_driver_read_only_and_its_loader_files_are_untouched", true, "") else { return };
+    let o = lib64_run(&mut w, "lib64", "nvidia.com/gpu=comfyui", common::loaders::PROBE);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    common::loaders::assert_found_in_lib64(&stdout(&o));
+    assert!(stderr(&o).contains("gpuwarden-launch: Landlock ABI "), "it ran under the launcher: {}", stderr(&o));
+    // Nothing written into the image: only runc's mount points, and none of the loader's files.
+    let diff = w.assert_only_mount_points_changed("lib64");
+    assert!(!diff.contains("/etc/ld.so"), "{diff}");
+    assert!(diff.contains("A /usr/lib64/libcuda.so.1") && !diff.contains("x86_64-linux-gnu"), "mounted where the loader looks, only there: {diff}");
+    // A plain device (no profile, no admission) gets its libraries placed too.
+    let o = lib64_run(&mut w, "lib64-plain", "nvidia.com/gpu=0", "gpuprobe libcuda.so.1 libnvidia-ml.so.1");
+    assert_eq!(stdout(&o), "ok libcuda.so.1\nok libnvidia-ml.so.1\n", "{}", stderr(&o));
+    assert!(w.held_ids().is_empty());
+}
+
+#[test]
+fn a_profile_container_on_a_musl_image_is_refused_in_one_line() {
+    let Some(mut w) = World::new("a_profile_container_on_a_musl_image_is_refused_in_one_line", true, "") else { return };
+    common::loaders::loader_images();
+    let o = w.run_image("musl", common::loaders::MUSL_IMAGE, &["--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "echo ran"], false);
+    let line = refusal(&o);
+    assert!(line.contains("the image's dynamic loader is musl's (/lib/ld-musl-x86_64.so.1, as in Alpine): NVIDIA's driver libraries are built for glibc"), "{line}");
+    assert!(!stdout(&o).contains("ran"));
+    assert!(w.held_ids().is_empty());
+}
+
+#[test]
+fn in_debians_blender_image_ldd_finds_every_driver_library() {
+    let Some(mut w) = World::new("in_debians_blender_image_ldd_finds_every_driver_library", true, "") else { return };
+    let st = Command::new(repo().join("scripts/blender-image.sh")).status().expect("scripts/blender-image.sh runs");
+    assert!(st.success());
+    let script = "cd /usr/lib/x86_64-linux-gnu && for f in libcuda.so.1 libnvidia-ml.so.1 libnvoptix.so.1 libEGL_nvidia.so.0 libGLX_nvidia.so.0 \
+                  libnvidia-ptxjitcompiler.so.1 libnvcuvid.so.1 libnvidia-encode.so.1 /usr/bin/nvidia-smi; do echo \"== $f\"; ldd $f; done";
+    let o = w.run_image("ldd", "localhost/gpuwarden-blender:bookworm", &["--rm", "--read-only", "--device", "nvidia.com/gpu=blender"], &["sh", "-c", script], false);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.matches("== ").count(), 9, "{out}");
+    assert!(!out.contains("not found"), "{out}");
+    // At Debian's folder, as before (its loader finds it through /lib, a link to /usr/lib).
+    assert!(out.contains("libnvidia-glcore.so.535.261.03 => /lib/x86_64-linux-gnu/libnvidia-glcore.so.535.261.03"), "{out}");
+}
+

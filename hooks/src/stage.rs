@@ -44,7 +44,10 @@ pub fn run(stage: Stage) -> Result<()> {
     match stage {
         Stage::Precreate(o) => {
             let me = HookCall { path: std::env::current_exe()?, options: o.to_args() };
-            let out = hook::precreate(&stdin()?, &|| o.settings(), &me, o.launcher_path.as_deref())?;
+            // Podman has mounted the container's storage at root.path before this stage.
+            let loader = |cfg: &gpuwarden::oci::ContainerConfig| hook::image_loader(cfg, Path::new("/"));
+            let env = hook::PrecreateEnv { settings: &|| o.settings(), admission: &me, launcher: o.launcher_path.as_deref(), loader: &loader };
+            let out = hook::precreate(&stdin()?, &env)?;
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&out)?;
             stdout.flush()?;

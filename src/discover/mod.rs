@@ -105,8 +105,11 @@ fn linker_name(soname: &str) -> Option<String> {
 /// The env that tells Triton where libcuda is (it reads this before it asks
 /// `ldconfig -p`, whose cache in the image does not list the mounted driver,
 /// and no hook writes into a read-only root).
+pub const TRITON_ENV: &str = "TRITON_LIBCUDA_PATH";
+
+/// [`TRITON_ENV`] naming the spec's library folder, when libcuda is among the libraries.
 pub fn triton_env(libraries: &[Library]) -> Option<String> {
-    libraries.iter().any(|l| l.soname.as_deref() == Some("libcuda.so.1")).then(|| format!("TRITON_LIBCUDA_PATH={CONTAINER_LIB_DIR}"))
+    libraries.iter().any(|l| l.soname.as_deref() == Some("libcuda.so.1")).then(|| format!("{TRITON_ENV}={CONTAINER_LIB_DIR}"))
 }
 
 #[derive(Debug, thiserror::Error)]

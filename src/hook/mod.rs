@@ -15,7 +15,7 @@ mod release;
 use std::path::{Path, PathBuf};
 
 pub use admit::{admit, AdmitError, Admission, HookEnv};
-pub use precreate::{precreate, PrecreateError};
+pub use precreate::{image_loader, precreate, PrecreateEnv, PrecreateError};
 pub use release::{release, ReleaseError};
 
 use crate::config::Config;

@@ -221,6 +221,25 @@ impl ContainerConfig {
         list.filter_map(|m| Some((m.get("destination")?.as_str()?, m.get("source").and_then(Value::as_str).unwrap_or("")))).collect()
     }
 
+    /// Rewrites mount destinations: `to` gives the new destination of a mount,
+    /// or `None` to leave it. Returns how many moved.
+    pub fn retarget_mounts(&mut self, to: impl Fn(&str) -> Option<String>) -> usize {
+        let list = self.0.get_mut("mounts").and_then(Value::as_array_mut).into_iter().flatten();
+        let mut moved = 0;
+        for m in list {
+            if let Some(new) = m.get("destination").and_then(Value::as_str).and_then(&to) {
+                m["destination"] = Value::String(new);
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// `root.path`: the container's root filesystem (relative to the bundle when not absolute).
+    pub fn root_path(&self) -> Option<&str> {
+        self.at(&["root", "path"]).and_then(Value::as_str).filter(|p| !p.is_empty())
+    }
+
     /// `process.args` (strings only).
     pub fn args(&self) -> Vec<String> {
         self.at(&["process", "args"]).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()

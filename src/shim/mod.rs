@@ -93,7 +93,10 @@ pub fn prepare(bundle: &Path, env: &ShimEnv) -> Result<Prepared, ShimError> {
             }
         }
     }
-    let out = crate::hook::precreate(&cfg.to_json(), env.settings, &env.admission, env.launcher.as_deref())?;
+    // containerd's shim has mounted bundle/rootfs before it calls the runtime's create.
+    let loader = |c: &ContainerConfig| crate::hook::image_loader(c, bundle);
+    let hook_env = crate::hook::PrecreateEnv { settings: env.settings, admission: &env.admission, launcher: env.launcher.as_deref(), loader: &loader };
+    let out = crate::hook::precreate(&cfg.to_json(), &hook_env)?;
     let mode = std::fs::metadata(&path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0o644);
     crate::fsutil::write_atomic(&path, &out, mode)?;
     Ok(Prepared::Rewritten { injected })

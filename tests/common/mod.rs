@@ -14,6 +14,7 @@ mod bins;
 pub use bins::{bin, dist, hook_bin};
 
 pub mod docker;
+pub mod loaders;
 
 pub const VERSION: &str = "535.261.03";
 
