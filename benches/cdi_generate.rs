@@ -1,5 +1,8 @@
+//! The install-time commands, each against `/bin/true` in the same run:
 //! `gpuwarden cdi generate` on NVIDIA's real 535.261.03 packages with an
-//! 8-GPU inventory, against `/bin/true` in the same run.  `cargo bench --bench cdi_generate`
+//! 8-GPU inventory, and `gpuwarden doctor` on a ready host (a scratch root
+//! with gpuwarden's spec and hooks.d file, and NVIDIA's real MPS daemon
+//! answering).  `cargo bench --bench cdi_generate`
 
 #[path = "support/mod.rs"]
 mod support;
@@ -33,4 +36,25 @@ fn main() {
     std::fs::write(&inv, serde_json::json!({"driver_version": "535.261.03", "gpus": gpus}).to_string()).unwrap();
     let args = ["cdi", "generate", "--inventory", inv.to_str().unwrap(), "--driver-root", root.to_str().unwrap(), "--dev-root", dir.path().to_str().unwrap(), "--output", "-"];
     compare("gpuwarden cdi generate (8 GPUs, real 535 packages)", 300, 20, || run(bin(), &args, b""), || run("/bin/true", &[], b""), "/bin/true");
+    doctor(&root, dir.path());
+}
+
+/// `gpuwarden doctor` on a ready host: every check runs, the daemon is asked
+/// for its defaults. It exits 0 there (warnings only: a stand-in inventory, no watchdog).
+fn doctor(driver: &std::path::Path, dev_root: &std::path::Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("mps");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n[mps]\npipe_directory = \"{m}/pipe\"\nlog_directory = \"{m}/log\"\nshm_directory = \"{m}/shm\"\n", dir.path().join("state").display(), m = m.display())).unwrap();
+    let c = config.to_str().unwrap();
+    let root = dir.path().join("root");
+    let spec = root.join("etc/cdi/gpuwarden.yaml");
+    run(bin(), &["--config", c, "cdi", "generate", "--driver-root", driver.to_str().unwrap(), "--dev-root", dev_root.to_str().unwrap(), "--output", spec.to_str().unwrap(), "--cdi-dir", root.join("etc/cdi").to_str().unwrap()], b"");
+    run(bin(), &["--config", c, "podman", "install-hook", "--hooks-dir", root.join("usr/share/containers/oci/hooks.d").to_str().unwrap(), "--hook-path", "/usr/bin/gpuwarden-hook", "--launcher-path", "/usr/bin/gpuwarden-launch"], b"");
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join("usr/bin/gpuwarden-hook"), "").unwrap();
+    run(bin(), &["--config", c, "mps", "start"], b"");
+    let args = ["--config", c, "doctor", "--root", root.to_str().unwrap(), "--dev-root", dev_root.to_str().unwrap()];
+    compare("gpuwarden doctor (a ready host, the real MPS daemon asked)", 100, 5, || run(bin(), &args, b""), || run("/bin/true", &[], b""), "/bin/true");
+    run(bin(), &["--config", c, "mps", "stop"], b"");
 }

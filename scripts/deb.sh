@@ -11,9 +11,14 @@ scripts/build.sh
 ASSETS=target/deb-assets
 rm -rf "$ASSETS"
 mkdir -p "$ASSETS/units" "$ASSETS/hooks.d"
-for u in systemd/gpuwarden-mps.service systemd/gpuwarden-cdi-refresh.service systemd/gpuwarden-cdi-refresh.path systemd/gpuwarden-watch.service; do
+for u in systemd/gpuwarden-*.service systemd/gpuwarden-*.path; do
   sed 's#/usr/local/bin/#/usr/bin/#g' "$u" > "$ASSETS/units/$(basename "$u")"
 done
+# The stacks, Containerfiles, quadlets and Podman 4.3 units, as examples; the two
+# scripts the Containerfiles copy are shipped executable, on their own.
+mkdir -p "$ASSETS/examples"
+cp -r docker podman "$ASSETS/examples/"
+rm "$ASSETS/examples/podman/comfyui/comfyui-start" "$ASSETS/examples/podman/blender/blender-render"
 target/dist/gpuwarden podman install-hook --print --hook-path /usr/bin/gpuwarden-hook --launcher-path /usr/bin/gpuwarden-launch \
   > "$ASSETS/hooks.d/gpuwarden-precreate.json"
 cargo deb --no-build --no-strip -p gpuwarden-cli -o target/dist/ 2>&1 >/dev/null | grep -v "Only source paths starting with" >&2 || true

@@ -9,6 +9,7 @@ pub mod cdi;
 pub mod clock;
 pub mod config;
 pub mod discover;
+pub mod doctor;
 pub mod fsutil;
 pub mod hook;
 pub mod install;

@@ -241,7 +241,9 @@ fn resetting_a_healthy_empty_ledger_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().to_str().unwrap();
     let o = gpuwarden(&["ledger", "reset", "--state-dir", s], b"");
-    assert!(stdout(&o).contains("started empty"), "{}", stdout(&o));
+    assert_one_line_error(&o, &format!("there is no ledger at {s}/ledger.json: nothing to reset"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a folder named by mistake gets no ledger");
+    std::fs::write(dir.path().join("ledger.json"), r#"{"version":1,"reservations":[]}"#).unwrap();
     let o = gpuwarden(&["ledger", "reset", "--state-dir", s], b"");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("is readable and empty: nothing to reset"), "{}", stdout(&o));

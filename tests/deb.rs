@@ -17,7 +17,7 @@ const WATCHED: &[&str] = &[
     "/etc/docker/daemon.json", "/etc/gpuwarden", "/etc/cdi", "/var/lib/gpuwarden", "/usr/share/containers/oci/hooks.d/gpuwarden-precreate.json",
     "/usr/bin/gpuwarden", "/usr/bin/gpuwarden-hook", "/usr/bin/gpuwarden-runtime", "/usr/bin/gpuwarden-launch",
     "/lib/systemd/system/gpuwarden-mps.service", "/lib/systemd/system/gpuwarden-cdi-refresh.service", "/lib/systemd/system/gpuwarden-cdi-refresh.path",
-    "/lib/systemd/system/gpuwarden-watch.service",
+    "/lib/systemd/system/gpuwarden-watch.service", "/lib/systemd/system/gpuwarden-live.service", "/usr/share/doc/gpuwarden",
 ];
 
 fn state() -> Vec<(String, Option<Vec<u8>>)> {
@@ -82,7 +82,7 @@ fn the_package_installs_without_a_driver_and_purges_to_nothing() {
     assert!(conffiles.contains("/etc/gpuwarden/config.toml"), "the config is a conffile: {conffiles}");
     // The installed units name the installed binaries, and systemd accepts them.
     let dir = tempfile::tempdir().unwrap();
-    let units = ["gpuwarden-mps.service", "gpuwarden-cdi-refresh.service", "gpuwarden-cdi-refresh.path", "gpuwarden-watch.service"];
+    let units = ["gpuwarden-mps.service", "gpuwarden-cdi-refresh.service", "gpuwarden-cdi-refresh.path", "gpuwarden-watch.service", "gpuwarden-live.service"];
     for unit in units {
         let text = std::fs::read_to_string(Path::new("/lib/systemd/system").join(unit)).unwrap();
         let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("Exec")).collect();
@@ -92,6 +92,15 @@ fn the_package_installs_without_a_driver_and_purges_to_nothing() {
     for unit in units {
         let o = Command::new("systemd-analyze").arg("verify").arg(dir.path().join(unit)).output().unwrap();
         assert!(o.status.success() && stderr(&o).trim().is_empty(), "{unit}: {}", stderr(&o));
+    }
+    // The examples the README's desktop path builds and runs from, with the scripts the Containerfiles copy executable.
+    let examples = Path::new("/usr/share/doc/gpuwarden/examples");
+    for f in ["podman/comfyui/Containerfile", "podman/blender/Containerfile", "podman/quadlet/comfyui@.container", "podman/systemd/comfyui@.service", "podman/systemd/blender-render.service", "docker/comfyui/compose.yaml", "docker/blender/compose.runtime.yaml"] {
+        assert!(examples.join(f).is_file(), "{f} is not among the examples");
+    }
+    for f in ["podman/comfyui/comfyui-start", "podman/blender/blender-render"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(examples.join(f)).unwrap().permissions());
+        assert_eq!(mode & 0o111, 0o111, "{f} is executable, as the image needs it");
     }
     if Path::new("/usr/sbin/dockerd").exists() {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read("/etc/docker/daemon.json").unwrap()).unwrap();

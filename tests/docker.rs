@@ -61,6 +61,7 @@ fn comfyui_env(gpu: &Gpu) -> Vec<(&'static str, String)> {
         ("COMFYUI_MODELS", gpu.folder("models")),
         ("COMFYUI_INPUT", gpu.folder("input")),
         ("COMFYUI_OUTPUT", gpu.folder("output")),
+        ("COMFYUI_USER", gpu.folder("user")),
     ]
 }
 
@@ -109,7 +110,7 @@ fn docker20_runtime_stack_runs_four_workers_and_refuses_a_fifth() {
     }
 
     // The fifth worker, as a user would start it: refused with the budget's numbers.
-    let o = compose_v1(&d, file, &project, &env, &["run", "--rm", "-T", "worker-1"]);
+    let o = compose_v1(&d, file, &project, &env, &["run", "--rm", "-T", "comfyui-8188"]);
     assert!(!o.status.success());
     let line = gpuwarden_line(&o);
     assert!(line.starts_with("gpuwarden: refused "), "{line}");

@@ -187,3 +187,31 @@ fn a_daemon_whose_sockets_were_removed_is_found_and_ended() {
     assert!(stdout(&o).contains(&format!("stopped the MPS control daemon (pid {fresh}): it did not quit when asked")), "{}", stdout(&o));
     assert!(!alive(fresh));
 }
+
+#[test]
+fn stop_works_after_config_toml_broke_from_what_start_recorded() {
+    let Some(m) = Mps::new("stop_works_after_config_toml_broke_from_what_start_recorded", 1, "") else { return };
+    let o = m.gpuwarden(&["start"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pid = m.daemon_pid().expect("the daemon answers");
+    // The user breaks the file while the daemon runs.
+    let good = std::fs::read_to_string(&m.config).unwrap();
+    std::fs::write(&m.config, format!("{good}\n[budget\n")).unwrap();
+    let o = m.gpuwarden(&["stop"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with(&format!("stopped the MPS control daemon (pid {pid}) that `gpuwarden mps start` started from {}: that file does not parse now (", m.config)), "{out}");
+    assert!(out.contains(&format!("its pipe directory {} came from the daemon's environment", m.pipe().display())), "{out}");
+    assert_eq!(m.daemon_pid(), None, "gone");
+    // The process itself: gone, or a zombie its parent has not reaped yet.
+    let gone = || std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gone() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(gone(), "the daemon (pid {pid}) still runs");
+    // Nothing left to stop: the parse error, and that no daemon was found.
+    let o = m.gpuwarden(&["stop"]);
+    assert_one_line_error(&o, "and no MPS control daemon that `gpuwarden mps start` started from");
+    std::fs::write(&m.config, good).unwrap();
+}

@@ -714,3 +714,84 @@ fn in_debians_blender_image_ldd_finds_every_driver_library() {
     assert!(out.contains("libnvidia-glcore.so.535.261.03 => /lib/x86_64-linux-gnu/libnvidia-glcore.so.535.261.03"), "{out}");
 }
 
+/// NVIDIA's toolkit, built from its source, in shared/tools beside this checkout.
+fn nvidia_toolkit(test: &str) -> Option<PathBuf> {
+    let dir = repo().parent().unwrap().join("shared/tools/nvidia-container-toolkit-1.17.9");
+    if !dir.join("nvidia-ctk").is_file() {
+        skip(test, &format!("NVIDIA's nvidia-ctk is not in {} (shared/ is laid beside every checkout and CI clone)", dir.display()));
+        return None;
+    }
+    Some(dir)
+}
+
+/// NVIDIA's spec as its refresh unit writes it (management mode: no GPU here), removed on drop.
+struct NvidiaSpec(&'static str);
+
+impl NvidiaSpec {
+    fn write(toolkit: &Path) -> NvidiaSpec {
+        let spec = NvidiaSpec("/var/run/cdi/nvidia-test.yaml");
+        let f = driver_fixture();
+        let o = Command::new(toolkit.join("nvidia-ctk"))
+            .args(["cdi", "generate", "--mode", "management", "--driver-root", f.root.to_str().unwrap(), "--dev-root", f.dev.to_str().unwrap()])
+            .args(["--nvidia-cdi-hook-path", toolkit.join("nvidia-cdi-hook").to_str().unwrap(), "--output", spec.0])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "nvidia-ctk cdi generate: {}", stderr(&o));
+        spec
+    }
+}
+
+impl Drop for NvidiaSpec {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+fn cdi_list() -> String {
+    stdout(&gpuwarden(&["cdi", "list", "--cdi-dir", "/var/run/cdi"], b""))
+}
+
+#[test]
+fn beside_nvidias_real_spec_its_all_and_our_comfyui_both_work_whichever_is_written_last() {
+    let test = "beside_nvidias_real_spec_its_all_and_our_comfyui_both_work_whichever_is_written_last";
+    let Some(mut w) = World::new(test, true, "") else { return };
+    let Some(toolkit) = nvidia_toolkit(test) else { return };
+    let both_run = |w: &mut World, tag: &str| {
+        for (name, devices) in [("all", vec!["nvidia.com/gpu=all"]), ("comfyui", vec!["nvidia.com/gpu=comfyui"]), ("both", vec!["nvidia.com/gpu=all", "nvidia.com/gpu=comfyui"])] {
+            let mut args = vec!["--rm"];
+            for d in &devices {
+                args.extend(["--device", d]);
+            }
+            let o = w.run(&format!("{tag}-{name}"), &args, &["sh", "-c", "ls /dev/nvidia0 >/dev/null && echo ran profile=$GPUWARDEN_PROFILE"], false);
+            assert!(o.status.success(), "{tag}: podman run --device {devices:?}: {}", stderr(&o));
+            let want = if name == "all" { "ran profile=\n" } else { "ran profile=comfyui\n" };
+            assert_eq!(stdout(&o), want, "{tag} {devices:?}");
+        }
+    };
+
+    // NVIDIA's spec first, then gpuwarden's refresh: `all` is left to NVIDIA's spec.
+    let nvidia = NvidiaSpec::write(&toolkit);
+    let o = generate(&w.config, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).lines().any(|l| l.trim_start().starts_with("nvidia.com/gpu=all ") && l.ends_with(&format!("not written: {}", nvidia.0))), "{}", stdout(&o));
+    let list = cdi_list();
+    assert!(!list.contains("defined twice"), "{list}");
+    assert!(list.lines().any(|l| l.starts_with("nvidia.com/gpu=all ") && l.contains("nvidia-ctk") && l.contains(nvidia.0)), "cdi list names NVIDIA's spec: {list}");
+    assert!(list.lines().any(|l| l.starts_with("nvidia.com/gpu=comfyui ") && l.contains("gpuwarden") && l.contains(SPEC)), "and gpuwarden's: {list}");
+    both_run(&mut w, "nvidia-first");
+    drop(nvidia);
+
+    // The other order, with NVIDIA's toolkit installed: gpuwarden's spec leaves it every plain
+    // name from the start, so NVIDIA's refresh afterwards meets no name of gpuwarden's.
+    let o = generate(&w.config, Some(&toolkit));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).lines().any(|l| l.trim_start().starts_with("nvidia.com/gpu=all ") && l.contains("not written: NVIDIA's toolkit (")), "{}", stdout(&o));
+    let ours: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(SPEC).unwrap()).unwrap();
+    let mut names: Vec<&str> = ours["devices"].as_sequence().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["blender", "comfyui"], "profile devices only");
+    let nvidia = NvidiaSpec::write(&toolkit);
+    assert!(!cdi_list().contains("defined twice"), "{}", cdi_list());
+    both_run(&mut w, "gpuwarden-first");
+    drop(nvidia);
+}

@@ -116,23 +116,30 @@ fn a_second_gpu_without_its_node_is_an_error_and_nothing_is_written() {
 }
 
 #[test]
-fn a_conflicting_nvidia_ctk_spec_is_named_with_the_way_out() {
-    require_root!("a_conflicting_nvidia_ctk_spec_is_named_with_the_way_out");
+fn beside_nvidia_ctks_spec_its_names_are_left_to_it_and_only_a_profile_clash_is_refused() {
+    require_root!("beside_nvidia_ctks_spec_its_names_are_left_to_it_and_only_a_profile_clash_is_refused");
     let dir = tempfile::tempdir().unwrap();
     let ctk = write(dir.path(), "nvidia.yaml", "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: all\n  containerEdits:\n    deviceNodes: [{path: /dev/nvidia0}]\n");
     let out = dir.path().join("gpuwarden.yaml");
     let cdi_dir = dir.path().to_str().unwrap();
     let o = generate_in(dir.path(), &["--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir]);
-    assert_one_line_error(&o, &format!("{ctk} already defines nvidia.com/gpu=all"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).lines().any(|l| l.trim_start().starts_with("nvidia.com/gpu=all ") && l.ends_with(&format!("not written: {ctk}"))), "{}", stdout(&o));
+    let spec: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let names: Vec<&str> = spec["devices"].as_sequence().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"all") && names.contains(&"0") && names.contains(&"comfyui") && names.contains(&"blender"), "{names:?}");
+    let o = gpuwarden(&["cdi", "list", "--cdi-dir", cdi_dir], b"");
+    assert!(!stdout(&o).contains("defined twice"), "{}", stdout(&o));
+    // A spec that takes a profile device's name is a conflict, refused with the way out.
+    std::fs::write(&ctk, "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: comfyui\n  containerEdits:\n    deviceNodes: [{path: /dev/nvidia0}]\n").unwrap();
+    let before = std::fs::read(&out).unwrap();
+    let o = generate_in(dir.path(), &["--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir]);
+    assert_one_line_error(&o, &format!("{ctk} already defines nvidia.com/gpu=comfyui, a name of gpuwarden's profile devices"));
     assert!(stderr(&o).contains("--class gpuwarden"), "{}", stderr(&o));
-    assert!(!out.exists());
+    assert_eq!(std::fs::read(&out).unwrap(), before, "nothing written");
     // Over a file it did not write, gpuwarden writes nothing either.
     let o = generate_in(dir.path(), &["--output", &ctk, "--cdi-dir", "/nonexistent"]);
     assert_one_line_error(&o, "was not written by gpuwarden");
-    // Another class resolves it.
-    let o = generate_in(dir.path(), &["--output", out.to_str().unwrap(), "--cdi-dir", cdi_dir, "--class", "gpuwarden"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(Path::new(&out).exists());
 }
 
 #[test]

@@ -72,10 +72,17 @@ fn compose_v2_reads_every_stack() {
         for (name, s) in services(&config) {
             assert_service_is_governed(file, &name, &s, CDI_FORMS.contains(file));
         }
-        // ComfyUI's workers each publish their own loopback port.
+        // ComfyUI's workers each publish their own loopback port, are named for it as the
+        // quadlet and the Podman 4.3 units name them, and keep ComfyUI's settings.
         if file.contains("comfyui") {
             let ports: Vec<u64> = services(&config).iter().map(|(_, s)| s["ports"][0]["published"].as_str().and_then(|p| p.parse().ok()).or(s["ports"][0]["published"].as_u64()).unwrap()).collect();
             assert_eq!(ports, [8188, 8189, 8190, 8191], "{file}");
+            let names: Vec<String> = services(&config).into_iter().map(|(n, _)| n).collect();
+            assert_eq!(names, ["comfyui-8188", "comfyui-8189", "comfyui-8190", "comfyui-8191"], "{file}");
+            for (name, s) in services(&config) {
+                let targets: Vec<&str> = s["volumes"].as_sequence().unwrap().iter().filter_map(|v| v["target"].as_str()).collect();
+                assert!(targets.contains(&"/opt/ComfyUI/user"), "{file} {name}: ComfyUI's settings are kept: {targets:?}");
+            }
         }
     }
 }
@@ -108,6 +115,45 @@ fn podman_s_quadlet_generator_reads_the_units() {
     // systemd puts the instance (the port) in at start.
     assert!(exec_start("comfyui@8188.service").contains("--publish 127.0.0.1:%i:8188"), "{}", exec_start("comfyui@8188.service"));
     assert!(exec_start("blender-render.service").contains("--network none"));
+}
+
+/// The values of `key=` lines in a quadlet file.
+fn quadlet_values(text: &str, key: &str) -> Vec<String> {
+    text.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned).collect()
+}
+
+#[test]
+fn the_podman_4_3_units_pass_systemd_and_say_what_the_quadlets_say() {
+    let units = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("podman/systemd")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, units.path().join(p.file_name().unwrap())).unwrap();
+    }
+    std::os::unix::fs::symlink("comfyui@.service", units.path().join("comfyui@8188.service")).unwrap();
+    let o = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(units.path().join("comfyui@8188.service")).arg(units.path().join("blender-render.service")).output().expect("systemd-analyze (scripts/setup.sh installs systemd)");
+    assert!(o.status.success() && stderr(&o).is_empty() && stdout(&o).is_empty(), "systemd-analyze verify: {}{}", stdout(&o), stderr(&o));
+    for (quadlet, unit) in [("comfyui@.container", "comfyui@.service"), ("blender-render.container", "blender-render.service")] {
+        let q = std::fs::read_to_string(repo().join("podman/quadlet").join(quadlet)).unwrap();
+        let u = std::fs::read_to_string(repo().join("podman/systemd").join(unit)).unwrap();
+        let exec = u.split("ExecStart=").nth(1).unwrap().split("\nExec").next().unwrap().replace("\\\n", " ");
+        let exec: Vec<&str> = exec.split_whitespace().collect();
+        let has = |flag: &str, value: &str| exec.windows(2).any(|w| w[0] == flag && w[1] == value);
+        for (key, flag) in [("AddDevice", "--device"), ("Volume", "-v"), ("PublishPort", "-p"), ("Tmpfs", "--tmpfs"), ("Annotation", "--annotation"), ("ContainerName", "--name")] {
+            for v in quadlet_values(&q, key) {
+                assert!(has(flag, &v), "{unit} lacks {flag} {v} of {quadlet}: {exec:?}");
+            }
+        }
+        for env in quadlet_values(&q, "Environment").iter().flat_map(|e| e.split_whitespace().map(str::to_owned).collect::<Vec<_>>()) {
+            assert!(has("-e", &env), "{unit} lacks -e {env}");
+        }
+        for image in quadlet_values(&q, "Image") {
+            assert!(exec.contains(&image.as_str()), "{unit} runs {image}");
+        }
+        for flag in ["--read-only", "--rm", "--replace"] {
+            assert!(exec.contains(&flag), "{unit}: {flag}");
+        }
+        assert!(has("--cap-drop", "all") && has("--security-opt", "no-new-privileges"), "{unit}");
+    }
 }
 
 #[test]

@@ -20,28 +20,33 @@ const HELP: &str = "\
 gpuwarden-runtime: an OCI runtime for Docker that gives containers a GPU under gpuwarden's
 budget, then runs the real runtime (runc) with the arguments it was given.
 
-Register it in /etc/docker/daemon.json, then reload dockerd (SIGHUP or a restart):
-  {\"runtimes\": {\"gpuwarden\": {\"path\": \"/usr/local/bin/gpuwarden-runtime\"}}}
-(Without \"runtimeArgs\": with them Docker runs the runtime through a shell script,
-about 1 ms more on each of the four runtime calls of a `docker run`.)
-Docker 25+ with CDI: also \"features\": {\"cdi\": true} and \"default-runtime\": \"gpuwarden\".
+Usage: gpuwarden-runtime [--gpuwarden-OPTION VALUE]... RUNC-ARGUMENTS...   (run by Docker)
+
+Set up: `gpuwarden install --docker` registers it in /etc/docker/daemon.json (every other
+key kept, the old file backed up), then restart Docker (systemctl restart docker). What it
+writes, for the binary where the package puts it (/usr/bin; `install` alone: /usr/local/bin):
+  {\"runtimes\": {\"gpuwarden\": {\"path\": \"/usr/bin/gpuwarden-runtime\"}}}
+and on Docker 25+ also \"features\": {\"cdi\": true} and \"default-runtime\": \"gpuwarden\".
+No runtimeArgs are needed: the runtime reads GPUWARDEN_CONFIG and GPUWARDEN_CDI_SPEC_DIRS
+from dockerd's environment, else the defaults below.
 
 A container asks for a GPU with
+  docker run --device nvidia.com/gpu=comfyui ...                    (Docker 25+ with CDI)
   docker run --runtime gpuwarden -e NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu=comfyui ...
   docker run --runtime gpuwarden -e GPUWARDEN_PROFILE=comfyui ...   (the profile device)
-  docker run --device nvidia.com/gpu=comfyui ...                    (Docker 25+ with CDI)
 NVIDIA_VISIBLE_DEVICES also takes all, 0,1 and GPU UUIDs. Containers without a
 request are not touched.
 
-Options, before the runtime's own arguments (in daemon.json: \"runtimeArgs\"):
-  --gpuwarden-runtime PATH   the real runtime (default: runc, from PATH)
-  --gpuwarden-config FILE    gpuwarden's config (default: $GPUWARDEN_CONFIG, else
-                             /etc/gpuwarden/config.toml)
-  --gpuwarden-cdi-dir DIR    CDI spec folder, repeatable (default: the folders in
-                             $GPUWARDEN_CDI_SPEC_DIRS, colon-separated, else /etc/cdi, /var/run/cdi)
-  --gpuwarden-launcher PATH  the launcher to mount (default: gpuwarden-launch beside this binary)
-  --gpuwarden-hook PATH      the hook binary (default: gpuwarden-hook beside this binary)
-  --gpuwarden-help           this text
+Options, before the runtime's own arguments (rarely needed; in daemon.json: \"runtimeArgs\",
+which makes Docker run the runtime through a shell script, ~1 ms more per call):
+  --gpuwarden-runtime PATH        the real runtime (default: runc, from PATH)
+  --gpuwarden-config FILE         gpuwarden's config (default: $GPUWARDEN_CONFIG, else
+                                  /etc/gpuwarden/config.toml)
+  --gpuwarden-cdi-dir DIR         CDI spec folder, repeatable (default: the folders in
+                                  $GPUWARDEN_CDI_SPEC_DIRS, colon-separated, else /etc/cdi, /var/run/cdi)
+  --gpuwarden-launcher-path PATH  the launcher to mount (default: gpuwarden-launch beside this binary)
+  --gpuwarden-hook-path PATH      the hook binary (default: gpuwarden-hook beside this binary)
+  --gpuwarden-help, --help        this text
 ";
 
 /// CDI spec folders when no --gpuwarden-cdi-dir is given (dockerd's environment).
@@ -85,7 +90,8 @@ fn refuse(log: Option<&Path>, why: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    if args.first().is_some_and(|a| a == "--gpuwarden-help") {
+    // Docker never calls a runtime with --help alone; a person does.
+    if args.first().is_some_and(|a| a == "--gpuwarden-help") || (args.len() == 1 && (args[0] == "--help" || args[0] == "-h")) {
         print!("{HELP}");
         return ExitCode::SUCCESS;
     }

@@ -31,7 +31,34 @@ fn verdict(status: &RulesetStatus, require_full: bool, abi: &str) -> Result<(), 
     }
 }
 
+const USAGE: &str = "\
+gpuwarden-launch: the first process of a gpuwarden profile container. It sets no-new-privileges,
+keeps only the profile's capabilities, applies the profile's Landlock rules, then execs the workload.
+
+You do not run it by hand: gpuwarden's precreate hook (Podman) and gpuwarden-runtime (Docker) write
+its command line into a profile container's config, from the profile in /etc/gpuwarden/config.toml.
+
+Usage: gpuwarden-launch [--read PATH]... [--write PATH]... [--exec PATH]... [--bind PORT]...
+                        [--connect PORT]... [--require full|abi1] [--caps CAP,...] [--warn TEXT]...
+                        -- PROGRAM [ARGS...]
+
+Exit status: the workload's; 126 when the rules cannot hold (said in one line), 127 when the
+program cannot be run.
+";
+
 fn main() -> ExitCode {
+    // Only as the first argument: a workload's own --help comes after `--`.
+    match std::env::args_os().nth(1).as_deref().and_then(|a| a.to_str()) {
+        Some("--help" | "-h") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!("gpuwarden-launch {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let rules = match rules::parse(std::env::args_os().skip(1)) {
         Ok(r) => r,
         Err(e) => return refuse(&format!("{e} (the precreate rewrite writes this command line)")),

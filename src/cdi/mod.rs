@@ -5,6 +5,7 @@
 //! names and ownership.
 
 mod build;
+mod coexist;
 pub mod inject;
 mod model;
 mod names;
@@ -12,6 +13,7 @@ mod registry;
 mod write;
 
 pub use build::{build_spec, MpsMounts, SpecInput};
+pub use coexist::{find_toolkit, leave_to_others, toolkit_names, Owner};
 pub use model::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
 pub use names::{is_device_name, Kind, KindError};
 pub use registry::{is_spec_file, scan, SpecFile, DEFAULT_SPEC_DIRS};

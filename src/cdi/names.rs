@@ -28,24 +28,24 @@ pub struct Kind {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid CDI {what} {value:?}: it must start with a letter, end with a letter or digit, and hold only letters, digits, '_', '-' and '.'{extra}")]
-pub struct KindError {
-    what: &'static str,
-    value: String,
-    extra: &'static str,
+pub enum KindError {
+    #[error("invalid CDI {what} {value:?}: it must start with a letter, end with a letter or digit, and hold only letters, digits, '_', '-' and '.'")]
+    Malformed { what: &'static str, value: String },
+    #[error("CDI class {value:?} has a '.', which needs cdiVersion 0.6.0, and Podman 4.3 ignores such specs: use letters, digits, '_' and '-' (e.g. --class {suggestion})")]
+    DotInClass { value: String, suggestion: String },
 }
 
 impl Kind {
     pub fn new(vendor: &str, class: &str) -> Result<Self, KindError> {
         if !is_kind_part(vendor) {
-            return Err(KindError { what: "vendor", value: vendor.into(), extra: "" });
+            return Err(KindError::Malformed { what: "vendor", value: vendor.into() });
         }
         if !is_kind_part(class) {
-            return Err(KindError { what: "class", value: class.into(), extra: "" });
+            return Err(KindError::Malformed { what: "class", value: class.into() });
         }
         if class.contains('.') {
             // Accepted by CDI 0.6.0 and later only, which Podman 4.3 does not read.
-            return Err(KindError { what: "class", value: class.into(), extra: "; a '.' in the class needs cdiVersion 0.6.0, which Podman 4.3 ignores" });
+            return Err(KindError::DotInClass { value: class.into(), suggestion: class.replace('.', "-") });
         }
         Ok(Kind { vendor: vendor.into(), class: class.into() })
     }
@@ -91,5 +91,12 @@ mod tests {
         for bad in ["nvidia.com", "1nvidia.com/gpu", "nvidia.com/gpu-", "nvidia.com/gpu.x", "/gpu"] {
             assert!(bad.parse::<Kind>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_dot_in_the_class_is_named_as_the_one_problem() {
+        let e = Kind::new("nvidia.com", "gpu.x").unwrap_err().to_string();
+        assert_eq!(e, "CDI class \"gpu.x\" has a '.', which needs cdiVersion 0.6.0, and Podman 4.3 ignores such specs: use letters, digits, '_' and '-' (e.g. --class gpu-x)");
+        assert!(Kind::new("nvidia.com", "-x").unwrap_err().to_string().contains("must start with a letter"));
     }
 }

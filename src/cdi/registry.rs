@@ -19,6 +19,8 @@ pub struct SpecFile {
     pub devices: Vec<String>,
     /// Written by gpuwarden (it carries the owner marker).
     pub ours: bool,
+    /// Who wrote it, where that can be told: `gpuwarden`, `nvidia-ctk` (its hooks), else empty.
+    pub writer: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +43,19 @@ struct LenientDevice {
 struct LenientEdits {
     #[serde(default)]
     env: Vec<String>,
+    #[serde(default)]
+    hooks: Vec<LenientHook>,
+}
+
+#[derive(Deserialize)]
+struct LenientHook {
+    #[serde(default)]
+    path: String,
+}
+
+/// NVIDIA's toolkit names its hook binaries in its specs' edits.
+fn written_by_nvidia_ctk(edits: &LenientEdits) -> bool {
+    edits.hooks.iter().any(|h| h.path.ends_with("/nvidia-cdi-hook") || h.path.ends_with("/nvidia-ctk"))
 }
 
 pub fn is_spec_file(path: &Path) -> bool {
@@ -52,13 +67,13 @@ pub fn read_spec_file(path: &Path) -> Result<SpecFile, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let l: Lenient = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
     let owner = format!("{OWNER_ENV}=");
-    Ok(SpecFile {
-        path: path.to_path_buf(),
-        cdi_version: l.cdi_version,
-        kind: l.kind,
-        devices: l.devices.into_iter().map(|d| d.name).collect(),
-        ours: l.container_edits.is_some_and(|e| e.env.iter().any(|v| v.starts_with(&owner))),
-    })
+    let ours = l.container_edits.as_ref().is_some_and(|e| e.env.iter().any(|v| v.starts_with(&owner)));
+    let writer = match () {
+        _ if ours => "gpuwarden",
+        _ if l.container_edits.as_ref().is_some_and(written_by_nvidia_ctk) => "nvidia-ctk",
+        _ => "",
+    };
+    Ok(SpecFile { path: path.to_path_buf(), cdi_version: l.cdi_version, kind: l.kind, devices: l.devices.into_iter().map(|d| d.name).collect(), ours, writer })
 }
 
 /// Every spec in `dirs` (absent folders are skipped), and the files that
@@ -86,7 +101,7 @@ mod tests {
     #[test]
     fn reads_specs_of_both_formats_and_reports_broken_ones() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("nvidia.yaml"), "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: \"0\"\n  containerEdits: {}\n- name: all\n  containerEdits: {}\n").unwrap();
+        std::fs::write(dir.path().join("nvidia.yaml"), "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: \"0\"\n  containerEdits: {}\n- name: all\n  containerEdits: {}\ncontainerEdits:\n  hooks: [{hookName: createContainer, path: /usr/bin/nvidia-cdi-hook, args: [nvidia-cdi-hook, update-ldcache]}]\n").unwrap();
         std::fs::write(dir.path().join("ours.json"), r#"{"cdiVersion":"0.5.0","kind":"nvidia.com/gpu","devices":[{"name":"comfyui","containerEdits":{}}],"containerEdits":{"env":["GPUWARDEN_CDI=gpuwarden/0.1.0"]}}"#).unwrap();
         std::fs::write(dir.path().join("broken.yaml"), "kind: [").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
@@ -95,6 +110,7 @@ mod tests {
         assert_eq!(specs[0].devices, ["0", "all"]);
         assert!(!specs[0].ours);
         assert!(specs[1].ours);
+        assert_eq!((specs[0].writer, specs[1].writer), ("nvidia-ctk", "gpuwarden"));
         assert_eq!(broken.len(), 1);
         assert!(broken[0].0.ends_with("broken.yaml"));
     }

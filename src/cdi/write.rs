@@ -27,7 +27,7 @@ impl Format {
 pub enum InstallError {
     #[error("{} exists and was not written by gpuwarden: write elsewhere with --output, or remove it if it is stale", path.display())]
     NotOurs { path: PathBuf },
-    #[error("{} already defines {}: two specs defining one device make both unusable; generate under another class (--class gpuwarden gives {kind_vendor}/gpuwarden=comfyui) or remove {}", other.display(), names.join(", "), other.display())]
+    #[error("{} already defines {}, a name of gpuwarden's profile devices: two specs defining one device make both unusable; rename the profile in config.toml, generate under another class (--class gpuwarden gives {kind_vendor}/gpuwarden=PROFILE), or remove {}", other.display(), names.join(", "), other.display())]
     Conflict { other: PathBuf, kind_vendor: String, names: Vec<String> },
     #[error("cannot create {}: {source}", path.display())]
     CreateDir { path: PathBuf, source: std::io::Error },
@@ -50,7 +50,8 @@ pub fn render(spec: &Spec, format: Format) -> String {
     }
 }
 
-/// Device names of `spec` that another spec of the same kind in `dirs` defines.
+/// Device names of `spec` that another spec of the same kind in `dirs` defines
+/// (after [`super::leave_to_others`], only profile devices can).
 fn conflicts(spec: &Spec, output: &Path, dirs: &[PathBuf]) -> Option<InstallError> {
     let ours: BTreeSet<&str> = spec.devices.iter().map(|d| d.name.as_str()).collect();
     let output = output.canonicalize().unwrap_or_else(|_| output.to_path_buf());
@@ -124,13 +125,13 @@ mod tests {
     }
 
     #[test]
-    fn refuses_names_nvidia_ctk_defines_and_says_how_to_resolve() {
+    fn refuses_names_another_spec_defines_and_says_how_to_resolve() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("nvidia.yaml"), NVIDIA_CTK).unwrap();
+        std::fs::write(dir.path().join("nvidia.yaml"), NVIDIA_CTK.replace("name: all", "name: comfyui")).unwrap();
         let out = dir.path().join("gpuwarden.yaml");
         let e = install(&spec("gpu"), Format::Yaml, &out, &[dir.path().to_path_buf()]).unwrap_err().to_string();
-        assert!(e.contains("nvidia.yaml already defines nvidia.com/gpu=0, nvidia.com/gpu=all"), "{e}");
-        assert!(e.contains("--class gpuwarden"), "{e}");
+        assert!(e.contains("nvidia.yaml already defines nvidia.com/gpu=0, nvidia.com/gpu=comfyui, a name of gpuwarden's profile devices"), "{e}");
+        assert!(e.contains("rename the profile in config.toml") && e.contains("--class gpuwarden"), "{e}");
         assert!(!out.exists());
         // Under another class there is no overlap.
         install(&spec("gpuwarden"), Format::Yaml, &out, &[dir.path().to_path_buf()]).unwrap();

@@ -232,7 +232,7 @@ struct RawBudget {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {}: {source}", path.display())]
+    #[error("cannot read config {}: {source}{}", path.display(), if source.kind() == std::io::ErrorKind::NotFound { " (leave --config and GPUWARDEN_CONFIG out to use /etc/gpuwarden/config.toml, or the built-in defaults where it does not exist: `gpuwarden config show` prints them)" } else { "" })]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config {}:{line}:{column}: {message}", path.display())]
     Parse { path: PathBuf, line: usize, column: usize, message: String },

@@ -18,7 +18,7 @@ pub enum InventorySource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("cannot read inventory {}: {source}", path.display())]
+    #[error("cannot read inventory {}: {source}{}", path.display(), read_hint(source))]
     Read { path: PathBuf, source: std::io::Error },
     #[error("inventory {}: line {line}, column {column}: {message}", path.display())]
     Parse { path: PathBuf, line: usize, column: usize, message: String },
@@ -28,6 +28,15 @@ pub enum InventoryError {
     UnknownBuiltin { name: String },
     #[error(transparent)]
     Nvml(#[from] NvmlError),
+}
+
+/// What to do about an inventory file that is not there.
+fn read_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        " (on a host with a GPU, leave --inventory and `inventory =` out to ask NVML; without one, builtin:rtx4070 stands in, or write a file with `gpuwarden inventory --json`)"
+    } else {
+        ""
+    }
 }
 
 fn known() -> String {

@@ -85,7 +85,7 @@ fn recorded(config: &MpsConfig) -> Option<i32> {
 /// devices `0..devices` and reads it back. A daemon whose ceiling does not
 /// hold is stopped again, and one that runs but no longer answers (its
 /// socket gone) is ended and started afresh.
-pub fn start(config: &MpsConfig, ceiling: &Ceiling, devices: u32) -> Result<Started, DaemonError> {
+pub fn start(config: &MpsConfig, ceiling: &Ceiling, devices: u32, config_file: &Path) -> Result<Started, DaemonError> {
     let control = ControlBinary::new(config);
     let started = match probe::daemon(&config.pipe_directory, Path::new("/proc")) {
         Ok(d) => Started::AlreadyRunning { pid: d.pid },
@@ -95,7 +95,7 @@ pub fn start(config: &MpsConfig, ceiling: &Ceiling, devices: u32) -> Result<Star
                 end(orphan, &[])?;
             }
             prepare_folders(config)?;
-            spawn(config, &control)?;
+            spawn(config, &control, config_file)?;
             let pid = wait_up(&config.pipe_directory)?;
             if let Some(start) = ProcFs.start_time(pid) {
                 let _ = crate::fsutil::write_atomic(&pid_file(config), format!("{pid} {start}\n").as_bytes(), 0o644);
@@ -112,11 +112,17 @@ pub fn start(config: &MpsConfig, ceiling: &Ceiling, devices: u32) -> Result<Star
     Ok(started)
 }
 
+/// The env entry with which `start` marks the daemon: the configuration file
+/// it was started from. The daemon's own environment is the record `stop`
+/// reads when that file no longer parses.
+pub const STARTED_BY_ENV: &str = "GPUWARDEN_MPS_CONFIG";
+
 /// Runs `control -d` in a mount namespace of its own where the shm folder is
 /// `/dev/shm`; the daemon (and every server it forks) stays in it.
-fn spawn(config: &MpsConfig, control: &ControlBinary) -> Result<(), DaemonError> {
+fn spawn(config: &MpsConfig, control: &ControlBinary, config_file: &Path) -> Result<(), DaemonError> {
     let shm = config.shm_directory.clone();
     let mut cmd = control.command();
+    cmd.env(STARTED_BY_ENV, config_file);
     cmd.arg("-d").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: between fork and exec the child only makes system calls.
     unsafe {
@@ -215,6 +221,44 @@ fn gone_within(pid: i32, wait: Duration) -> bool {
 /// Whether the process at `/proc/PID` exists and is not a zombie.
 fn is_running(proc_dir: &Path) -> bool {
     std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+/// A daemon `start` started from a configuration file, found by the mark in
+/// its environment: enough of its `[mps]` section to stop it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub pid: i32,
+    pub mps: MpsConfig,
+}
+
+/// The control daemons that `start` started from `config_file`, read from
+/// `proc` (`/proc`): their pipe and log folders from their environment, the
+/// binary from their `exe`.
+pub fn started_from(config_file: &Path, proc: &Path) -> Vec<Recorded> {
+    let mark = format!("{STARTED_BY_ENV}={}", config_file.display());
+    let Ok(entries) = std::fs::read_dir(proc) else { return Vec::new() };
+    let mut found: Vec<Recorded> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            // The kernel keeps 15 characters of the name.
+            if std::fs::read_to_string(e.path().join("comm")).ok()?.trim() != "nvidia-cuda-mps" {
+                return None;
+            }
+            let environ = std::fs::read(e.path().join("environ")).ok()?;
+            let vars: Vec<&str> = environ.split(|b| *b == 0).filter_map(|v| std::str::from_utf8(v).ok()).collect();
+            if !vars.contains(&mark.as_str()) {
+                return None;
+            }
+            let var = |name: &str| vars.iter().find_map(|v| v.strip_prefix(name)?.strip_prefix('=')).map(PathBuf::from);
+            let mut mps = MpsConfig { pipe_directory: var("CUDA_MPS_PIPE_DIRECTORY")?, ..crate::config::Config::default().mps };
+            mps.log_directory = var("CUDA_MPS_LOG_DIRECTORY").unwrap_or(mps.log_directory);
+            mps.control = std::fs::read_link(e.path().join("exe")).unwrap_or(mps.control);
+            Some(Recorded { pid, mps })
+        })
+        .collect();
+    found.sort_by_key(|r| r.pid);
+    found
 }
 
 /// What `status` shows of the daemon: its pid, its defaults, its servers with

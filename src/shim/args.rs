@@ -44,7 +44,7 @@ pub struct Invocation {
 pub enum ArgsError {
     #[error("{0} needs a value")]
     Missing(String),
-    #[error("unknown option {0}: gpuwarden-runtime takes --gpuwarden-runtime, --gpuwarden-config, --gpuwarden-cdi-dir, --gpuwarden-launcher and --gpuwarden-hook before the runtime's own arguments")]
+    #[error("unknown option {0}: gpuwarden-runtime takes --gpuwarden-runtime, --gpuwarden-config, --gpuwarden-cdi-dir, --gpuwarden-launcher-path and --gpuwarden-hook-path before the runtime's own arguments (--gpuwarden-help says more)")]
     Unknown(String),
 }
 
@@ -67,8 +67,10 @@ impl Invocation {
             let slot = match name {
                 "--gpuwarden-runtime" => &mut shim.runtime,
                 "--gpuwarden-config" => &mut shim.config,
-                "--gpuwarden-launcher" => &mut shim.launcher,
-                "--gpuwarden-hook" => &mut shim.hook,
+                // The names `gpuwarden cdi generate` uses (--launcher-path, --hook-path); the
+                // short ones are still read, for daemon.json files written before.
+                "--gpuwarden-launcher-path" | "--gpuwarden-launcher" => &mut shim.launcher,
+                "--gpuwarden-hook-path" | "--gpuwarden-hook" => &mut shim.hook,
                 "--gpuwarden-cdi-dir" => &mut None,
                 other => return Err(ArgsError::Unknown(other.to_string())),
             };

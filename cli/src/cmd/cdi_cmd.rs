@@ -39,6 +39,7 @@ fn hook_args(args: &GenerateArgs, source: &InventorySource, snapshot: Option<&Pa
 }
 
 pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>) -> Result<ExitCode> {
+    let kind = Kind::new(&args.vendor, &args.class)?;
     let root = inventory_cmd::driver_root(args.source.driver_root.as_deref().unwrap_or(&config.cdi.driver_root))?;
     let (source, inventory) = inventory_cmd::load(&args.source, config)?;
     // A profile device on a GPU whose reserves leave nothing could never start.
@@ -47,7 +48,6 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
     }
     let roots = Roots { driver: root, dev: absolute(args.dev_root.as_deref().unwrap_or(&config.cdi.dev_root)).join("dev") };
     let discovery = discover(&roots, &inventory)?;
-    let kind = Kind::new(&args.vendor, &args.class)?;
     let nvml = matches!(source, InventorySource::Nvml { .. });
     let hooks = match args.no_hooks {
         true => None,
@@ -69,6 +69,10 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
         launcher: Some(&launcher),
     };
     let mut spec = build_spec(&input);
+    // NVIDIA's toolkit keeps the index, UUID and `all` names where it is installed or its spec is.
+    let (others, _) = cdi::scan(&args.cdi_dirs);
+    let path: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let left = cdi::leave_to_others(&mut spec, &others, &args.output, cdi::find_toolkit(&path).as_deref(), &inventory);
     spec.cdi_version = minimum_version(&spec);
     let format = args.format.unwrap_or_else(|| cdi::Format::for_path(&args.output));
     if args.output == Path::new("-") {
@@ -83,7 +87,7 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
         gpuwarden::mps::daemon::prepare_folders(&config.mps)?;
     }
     cdi::install(&spec, format, &args.output, &args.cdi_dirs)?;
-    print!("{}", summary(&spec, &discovery, &args.output, &mps_line(config)));
+    print!("{}", summary(&spec, &discovery, &args.output, &mps_line(config), &left));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -115,7 +119,7 @@ fn write_inventory(inventory: &gpuwarden::inventory::Inventory, path: &Path) -> 
 
 /// What `generate` wrote, in a few lines: each device with its own nodes and
 /// hooks, then what every device gets.
-fn summary(spec: &cdi::Spec, discovery: &gpuwarden::discover::Discovery, path: &Path, mps: &str) -> String {
+fn summary(spec: &cdi::Spec, discovery: &gpuwarden::discover::Discovery, path: &Path, mps: &str, left: &[(String, cdi::Owner)]) -> String {
     use std::fmt::Write as _;
     let mut out = format!("wrote {} (cdiVersion {})\n", path.display(), spec.cdi_version);
     let names: Vec<String> = spec.devices.iter().map(|d| format!("{}={}", spec.kind, d.name)).collect();
@@ -125,6 +129,9 @@ fn summary(spec: &cdi::Spec, discovery: &gpuwarden::discover::Discovery, path: &
         let e = &d.container_edits;
         let profile = e.env.iter().find_map(|v| v.strip_prefix(&format!("{}=", cdi::PROFILE_ENV))).unwrap_or("-");
         let _ = writeln!(out, "  {name:<width$}  {:>5}  {:>5}  {profile}", e.device_nodes.len(), e.hooks.len());
+    }
+    for (name, owner) in left {
+        let _ = writeln!(out, "  {:<width$}  not written: {owner}", format!("{}={name}", spec.kind));
     }
     let e = &spec.container_edits;
     let _ = writeln!(
@@ -145,10 +152,10 @@ pub fn list(args: &ListArgs) -> Result<ExitCode> {
     for (path, why) in &broken {
         eprintln!("gpuwarden: skipped {}: {why}", path.display());
     }
-    let mut defined: BTreeMap<String, Vec<&Path>> = BTreeMap::new();
+    let mut defined: BTreeMap<String, Vec<&cdi::SpecFile>> = BTreeMap::new();
     for s in &specs {
         for d in &s.devices {
-            defined.entry(format!("{}={d}", s.kind)).or_default().push(&s.path);
+            defined.entry(format!("{}={d}", s.kind)).or_default().push(s);
         }
     }
     if defined.is_empty() {
@@ -157,11 +164,12 @@ pub fn list(args: &ListArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let width = defined.keys().map(String::len).max().unwrap_or(6).max(6);
-    println!("{:<width$}  SPEC", "DEVICE");
+    println!("{:<width$}  {:<10}  SPEC", "DEVICE", "WRITER");
     for (device, files) in &defined {
         for f in files {
             let note = if files.len() > 1 { "  (defined twice: unusable until one spec drops it)" } else { "" };
-            println!("{device:<width$}  {}{note}", f.display());
+            let writer = if f.writer.is_empty() { "-" } else { f.writer };
+            println!("{device:<width$}  {writer:<10}  {}{note}", f.path.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -16,13 +16,21 @@ pub const SPEC_PATH: &str = "/etc/cdi/gpuwarden.yaml";
 const HOOKS_D: &str = "/usr/share/containers/oci/hooks.d";
 const UNIT_DIR: &str = "/etc/systemd/system";
 
-/// The units in the repository, naming /usr/local/bin.
+/// The units in the repository, naming /usr/local/bin: every one is installed
+/// and enabled (the package's postinst enables the same list; a test holds it so).
 pub const UNITS: &[(&str, &str)] = &[
     ("gpuwarden-mps.service", include_str!("../../../systemd/gpuwarden-mps.service")),
     ("gpuwarden-cdi-refresh.service", include_str!("../../../systemd/gpuwarden-cdi-refresh.service")),
     ("gpuwarden-cdi-refresh.path", include_str!("../../../systemd/gpuwarden-cdi-refresh.path")),
     ("gpuwarden-watch.service", include_str!("../../../systemd/gpuwarden-watch.service")),
+    ("gpuwarden-live.service", include_str!("../../../systemd/gpuwarden-live.service")),
 ];
+
+/// `systemctl enable --now ...` for every unit.
+pub fn enable_command() -> String {
+    let names: Vec<&str> = UNITS.iter().map(|(n, _)| *n).collect();
+    format!("systemctl daemon-reload && systemctl enable --now {}", names.join(" "))
+}
 
 /// Which engines get their pieces: those asked for, else those on the target.
 fn engines(args: &InstallArgs) -> (bool, bool) {
@@ -49,8 +57,7 @@ fn docker_has_cdi(args: &InstallArgs) -> bool {
 
 /// Whether `dockerd --version` ("Docker version 26.1.5+dfsg1, build ...") names 25 or later.
 fn knows_cdi(version: &str) -> bool {
-    let major = version.split_whitespace().nth(2).and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
-    major.is_some_and(|m| m >= 25)
+    gpuwarden::doctor::version_at_least(version, 25, 0) == Some(true)
 }
 
 /// A binary to install: the one beside this `gpuwarden` (scripts/build.sh puts them together).
@@ -152,11 +159,16 @@ pub fn install(args: &InstallArgs) -> Result<ExitCode> {
         println!("nothing to change: every piece is in place");
     }
     if !args.package {
-        println!("next: systemctl daemon-reload && systemctl enable --now gpuwarden-mps.service gpuwarden-cdi-refresh.path gpuwarden-watch.service");
+        println!("next: {}", enable_command());
     }
     if changes.iter().any(|c| matches!(c, install::Change::MergeDaemonJson(_))) {
         println!("next: restart Docker so it reads daemon.json (systemctl restart docker, or kill -HUP the dockerd process)");
     }
+    // What is still missing before a GPU container runs (units not started yet, no driver, ...).
+    let config = gpuwarden::config::Config::load_from(Some(&install::under(root, Path::new(CONFIG_PATH))))?;
+    let doctor = super::DoctorArgs { json: false, root: root.clone(), inventory: None, cdi_dirs: Vec::new(), dev_root: None };
+    println!("\nthe host now, as `gpuwarden doctor` sees it:");
+    print!("{}", gpuwarden::doctor::render_text(&gpuwarden::doctor::check(&super::doctor_cmd::gather(&doctor, &config))));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -183,6 +195,26 @@ mod tests {
         assert!(knows_cdi("Docker version 26.1.5+dfsg1, build 411e817\n"));
         assert!(!knows_cdi("Docker version 20.10.24+dfsg1, build 5d6db84\n"));
         assert!(!knows_cdi("garbage"));
+    }
+
+    #[test]
+    fn the_package_the_help_and_install_name_the_same_units() {
+        let names: Vec<&str> = UNITS.iter().map(|(n, _)| *n).collect();
+        let postinst = include_str!("../../../packaging/debian/postinst");
+        assert!(postinst.contains(&format!("systemctl enable --now {}", names.join(" "))), "postinst enables {names:?}");
+        let prerm = include_str!("../../../packaging/debian/prerm");
+        let reversed: Vec<&str> = names.iter().rev().copied().collect();
+        assert!(prerm.contains(&format!("systemctl disable --now {}", reversed.join(" "))), "prerm disables {reversed:?}");
+        let cmd = <super::super::Cli as clap::CommandFactory>::command();
+        let install = cmd.find_subcommand("install").unwrap();
+        let help = install.get_long_about().or(install.get_about()).unwrap().to_string();
+        for n in &names {
+            assert!(help.contains(n), "install --help names {n}: {help}");
+        }
+        let deb = include_str!("../../Cargo.toml");
+        for n in &names {
+            assert!(deb.contains(&format!("units/{n}\"")), "the package ships {n}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod cdi_cmd;
 mod config_cmd;
+mod doctor_cmd;
 mod install_cmd;
 mod inventory_cmd;
 mod live_cmd;
@@ -21,13 +22,15 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Share NVIDIA GPUs between containers safely.
 ///
-/// Install time: `gpuwarden cdi generate` writes a CDI spec so that
-/// `podman run --device nvidia.com/gpu=comfyui ...` gets the GPU, its driver
-/// and gpuwarden's admission hooks; `gpuwarden podman install-hook` installs
-/// the precreate hook that applies the profile (MPS limits, hardening).
-/// Container start: the hooks (`gpuwarden-hook`, installed next to this
-/// binary) admit a container or refuse it against the GPU's budget, and
-/// `gpuwarden status` shows who holds what.
+/// Set up once: `gpuwarden install` (or the Debian package) puts the binaries, the
+/// configuration, the systemd units, the CDI spec, Podman's precreate hook and Docker's
+/// runtime in place; the units run the MPS daemon (`gpuwarden mps start`), rewrite the
+/// spec when the driver changes (`gpuwarden cdi generate`) and run the watchdog
+/// (`gpuwarden watch`). `gpuwarden doctor` says what is still missing.
+///
+/// Then `podman run --device nvidia.com/gpu=comfyui ...` gets the GPU, its driver, its
+/// profile (MPS limits, no capabilities, a read-only root, Landlock) and a share of the
+/// GPU's budget, or a refusal that names the numbers; `gpuwarden status` shows who holds what.
 #[derive(Debug, Parser)]
 #[command(name = "gpuwarden", version, max_term_width = 100)]
 pub struct Cli {
@@ -87,14 +90,46 @@ pub enum Command {
     #[command(subcommand)]
     Podman(PodmanCommand),
     /// Put every piece in place: the binaries, /etc/gpuwarden/config.toml (never
-    /// overwritten), the systemd units (MPS daemon, CDI spec refresh), the CDI spec, and
-    /// for Podman the hooks.d file, for Docker the runtime in /etc/docker/daemon.json
+    /// overwritten), the systemd units (gpuwarden-mps.service: the MPS daemon;
+    /// gpuwarden-cdi-refresh.service and gpuwarden-cdi-refresh.path: the CDI spec at boot and
+    /// when the driver changes; gpuwarden-watch.service: the watchdog; gpuwarden-live.service:
+    /// the live view of GPU memory for admission), the CDI spec,
+    /// and for Podman the hooks.d file, for Docker the runtime in /etc/docker/daemon.json
     /// (merged: every other key kept, the old file backed up). A record of what was put
-    /// where lets `uninstall` take exactly that away. Nothing changes if any piece is refused.
+    /// where lets `uninstall` take exactly that away. Nothing changes if any piece is
+    /// refused. It ends with what `gpuwarden doctor` finds still missing.
     Install(InstallArgs),
     /// Take away what `install` put in place, leaving what was there before (daemon.json
     /// restored byte for byte, or, if edited since, only gpuwarden's keys taken out).
     Uninstall(UninstallArgs),
+    /// Check this host for what GPU containers need, and say what to run for each problem.
+    ///
+    /// The driver and NVML; the MPS package, daemon and defaults; gpuwarden's CDI spec
+    /// (present, made for the loaded driver, no host path gone) and specs that define a
+    /// device twice; Podman's version and hooks.d file; Docker's runtime and CDI setting;
+    /// the watchdog; the GPU device nodes' mode and group (who can reach the GPU around
+    /// gpuwarden); and, for the user running it (or behind sudo), rootless readiness.
+    /// Exits 1 when something blocks GPU containers.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON for scripts: {"ready": bool, "findings": [{check, level, text, fix}]}.
+    #[arg(long)]
+    pub json: bool,
+    /// Check the files of the host installed under this folder (as `install --root`).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// GPU inventory instead of NVML (a stand-in, said as such; see `gpuwarden inventory --help`).
+    #[arg(long, value_name = "FILE|builtin:NAME")]
+    pub inventory: Option<String>,
+    /// Spec folders to check (repeatable; default: /etc/cdi and /var/run/cdi under --root).
+    #[arg(long = "cdi-dir", value_name = "DIR")]
+    pub cdi_dirs: Vec<PathBuf>,
+    /// The root that holds dev/ with the GPU nodes (default: [cdi] dev_root, else /).
+    #[arg(long, value_name = "DIR")]
+    pub dev_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -163,7 +198,10 @@ pub enum CdiCommand {
     /// Discover GPUs, device nodes, driver libraries and binaries, and write a CDI spec.
     ///
     /// Devices: each GPU by index and UUID, `all`, and one per profile (`comfyui`,
-    /// `blender`; `gpuN-PROFILE` per GPU on hosts with several). Libraries are mounted
+    /// `blender`; `gpuN-PROFILE` per GPU on hosts with several). Where another spec of the
+    /// kind defines the index, UUID or `all` devices, or NVIDIA's toolkit (nvidia-ctk) is
+    /// installed and writes them, they are left to it: no name is defined twice, whichever
+    /// spec is written last. Libraries are mounted
     /// read-only under their file name and SONAME, so `--read-only` containers work.
     /// The spec has the lowest cdiVersion its content needs (0.5.0, which Podman 4.3 reads).
     Generate(GenerateArgs),
@@ -190,11 +228,13 @@ pub struct GenerateArgs {
     /// CDI vendor of the devices.
     #[arg(long, default_value = "nvidia.com")]
     pub vendor: String,
-    /// CDI class of the devices; change it if NVIDIA's own spec already defines nvidia.com/gpu.
+    /// CDI class of the devices. Beside NVIDIA's spec the default works: gpuwarden leaves it
+    /// the names it defines (all, indexes, UUIDs) and writes its profile devices.
     #[arg(long, default_value = "gpu")]
     pub class: String,
-    /// Spec folders checked for devices defined twice (repeatable).
-    #[arg(long = "cdi-dir", value_name = "DIR", default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
+    /// Spec folders read for the devices other specs define (repeatable; the environment
+    /// variable takes a colon-separated list, as gpuwarden-runtime reads it).
+    #[arg(long = "cdi-dir", value_name = "DIR", env = "GPUWARDEN_CDI_SPEC_DIRS", value_delimiter = ':', default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
     pub cdi_dirs: Vec<PathBuf>,
     /// The hook binary the runtime runs (default: gpuwarden-hook next to this binary).
     #[arg(long, value_name = "PATH")]
@@ -219,8 +259,8 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Spec folders to list (repeatable).
-    #[arg(long = "cdi-dir", value_name = "DIR", default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
+    /// Spec folders to list (repeatable; or colon-separated in the environment variable).
+    #[arg(long = "cdi-dir", value_name = "DIR", env = "GPUWARDEN_CDI_SPEC_DIRS", value_delimiter = ':', default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
     pub cdi_dirs: Vec<PathBuf>,
 }
 
@@ -228,7 +268,8 @@ pub struct ListArgs {
 pub struct ValidateArgs {
     /// Spec files to check; by default every spec in the spec folders.
     pub files: Vec<PathBuf>,
-    #[arg(long = "cdi-dir", value_name = "DIR", default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
+    /// Spec folders checked when no file is named (repeatable).
+    #[arg(long = "cdi-dir", value_name = "DIR", env = "GPUWARDEN_CDI_SPEC_DIRS", value_delimiter = ':', default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
     pub cdi_dirs: Vec<PathBuf>,
 }
 
@@ -268,6 +309,7 @@ pub enum LedgerCommand {
     /// A readable, empty ledger is left as it is; one that holds reservations is
     /// reset only with --force (kept as ledger.json.discarded-SECONDS).
     Reset {
+        /// State folder holding the ledger (default: the configuration's, /run/gpuwarden).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// Also reset a readable ledger that still holds reservations (they are kept in the copy).
@@ -288,6 +330,9 @@ pub enum MpsCommand {
     /// again on a live daemon sets and checks the defaults again.
     Start(MpsArgs),
     /// Ask the daemon to quit, and wait until it is gone.
+    ///
+    /// When config.toml no longer parses, the daemon `mps start` started from that file
+    /// is found by the mark it left in the daemon's environment, and stopped.
     Stop,
     /// The daemon, its defaults, its servers (with their UID) and their clients.
     Status(MpsArgs),
@@ -379,11 +424,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ledger(LedgerCommand::Reset { state_dir, force }) => status_cmd::ledger_reset(state_dir, force, &settings()?),
         Command::Live(args) => live_cmd::run(&args, &settings()?),
         Command::Watch(args) => watch_cmd::run(&args, &settings()?),
-        Command::Mps(MpsCommand::Start(args)) => mps_cmd::start(&args, &settings()?),
-        Command::Mps(MpsCommand::Stop) => mps_cmd::stop(&settings()?),
+        Command::Mps(MpsCommand::Start(args)) => mps_cmd::start(&args, &settings()?, cli.config.as_deref()),
+        Command::Mps(MpsCommand::Stop) => mps_cmd::stop(settings(), cli.config.as_deref()),
         Command::Mps(MpsCommand::Status(args)) => mps_cmd::status(&args, &settings()?),
         Command::Install(args) => install_cmd::install(&args),
         Command::Uninstall(args) => install_cmd::uninstall(&args),
+        Command::Doctor(args) => doctor_cmd::run(&args, &settings()?),
         Command::Podman(PodmanCommand::InstallHook { hooks_dir, hook_path, launcher_path, print }) => {
             let launcher = companion(launcher_path.as_deref(), "gpuwarden-launch", "--launcher-path")?;
             podman_cmd::install_hook(&hooks_dir, hook_path, &launcher, print, cli.config.as_deref())

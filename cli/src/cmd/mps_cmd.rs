@@ -13,13 +13,19 @@ fn devices(args: &MpsArgs, config: &Config) -> Result<u32> {
     Ok(u32::try_from(inventory.gpus.len())?)
 }
 
-pub fn start(args: &MpsArgs, config: &Config) -> Result<ExitCode> {
+/// The file a configuration was read from (or would be), absolute: the mark
+/// `mps start` leaves in the daemon's environment.
+fn config_file(named: Option<&std::path::Path>) -> std::path::PathBuf {
+    gpuwarden::fsutil::absolute(named.unwrap_or(std::path::Path::new(gpuwarden::config::DEFAULT_CONFIG_PATH)))
+}
+
+pub fn start(args: &MpsArgs, config: &Config, named: Option<&std::path::Path>) -> Result<ExitCode> {
     if !config.mps.enabled {
         return Err("MPS is off in config.toml ([mps] enabled = false): turn it on to run the daemon".into());
     }
     let ceiling = Ceiling::of(config).ok_or("no profiles: nothing to set the daemon's defaults to")?;
     let devices = devices(args, config)?;
-    let how = match daemon::start(&config.mps, &ceiling, devices)? {
+    let how = match daemon::start(&config.mps, &ceiling, devices, &config_file(named))? {
         Started::Now { pid } => format!("started the MPS control daemon (pid {pid})"),
         Started::AlreadyRunning { pid } => format!("the MPS control daemon was running (pid {pid})"),
     };
@@ -34,7 +40,31 @@ pub fn start(args: &MpsArgs, config: &Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn stop(config: &Config) -> Result<ExitCode> {
+/// Stops the daemon of the configuration; when that file no longer parses,
+/// the daemons `mps start` started from it, found by the mark in their
+/// environment, so a broken config.toml never leaves one running.
+pub fn stop(config: std::result::Result<Config, gpuwarden::config::ConfigError>, named: Option<&std::path::Path>) -> Result<ExitCode> {
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            let file = config_file(named);
+            let recorded = daemon::started_from(&file, std::path::Path::new("/proc"));
+            if recorded.is_empty() {
+                return Err(format!("{}; and no MPS control daemon that `gpuwarden mps start` started from {} runs, so there is nothing to stop", gpuwarden::text::one_line(&e), file.display()).into());
+            }
+            for r in recorded {
+                daemon::stop(&r.mps)?;
+                println!(
+                    "stopped the MPS control daemon (pid {}) that `gpuwarden mps start` started from {}: that file does not parse now ({}), so its pipe directory {} came from the daemon's environment",
+                    r.pid,
+                    file.display(),
+                    gpuwarden::text::one_line(&e),
+                    r.mps.pipe_directory.display()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     match daemon::stop(&config.mps)? {
         Some(Stopped::Quit { pid }) => println!("stopped the MPS control daemon (pid {pid})"),
         Some(Stopped::Ended { pid }) => {

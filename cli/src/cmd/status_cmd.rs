@@ -39,6 +39,15 @@ pub fn status(args: &StatusArgs, config: &Config) -> Result<ExitCode> {
 pub fn ledger_reset(state_dir: Option<PathBuf>, force: bool, config: &Config) -> Result<ExitCode> {
     let store = store(&state_dir, config);
     let path = store.path();
+    // A folder named by mistake must not get a ledger of its own.
+    if !path.exists() {
+        return Err(format!(
+            "there is no ledger at {}: nothing to reset (the admission hook makes it at the first profile container; the configuration's state folder is {})",
+            path.display(),
+            config.state_dir.display()
+        )
+        .into());
+    }
     match store.reset(now(), force)? {
         ResetOutcome::Started => println!("ledger {} started empty (there was none)", path.display()),
         ResetOutcome::AlreadyEmpty => println!("ledger {} is readable and empty: nothing to reset", path.display()),

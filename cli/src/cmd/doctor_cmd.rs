@@ -1,0 +1,165 @@
+//! `gpuwarden doctor`: gathers what the checks look at (files under
+//! `--root`, the tools' versions, NVML, the MPS daemon) and prints the report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use super::{DoctorArgs, Result};
+use gpuwarden::config::Config;
+use gpuwarden::doctor::{self, CdiFacts, DockerFacts, Engine, Facts, Gpus, HookFile, MpsFacts, Node, OurSpec, UserFacts, WatchFacts};
+use gpuwarden::install::under;
+
+pub fn run(args: &DoctorArgs, config: &Config) -> Result<ExitCode> {
+    let findings = doctor::check(&gather(args, config));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doctor::render_json(&findings))?);
+    } else {
+        print!("{}", doctor::render_text(&findings));
+    }
+    Ok(if doctor::blocks(&findings) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Everything the checks need, from this host (or the tree under `--root`).
+pub fn gather(args: &DoctorArgs, config: &Config) -> Facts {
+    let root = args.root.as_path();
+    let here = root == Path::new("/");
+    let path: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let stand_in = args.inventory.clone().or_else(|| config.inventory.clone());
+    let gpus = super::inventory_cmd::for_status(stand_in.as_deref(), Some(&config.cdi.driver_root), config)
+        .map(|inv| Gpus { driver_version: inv.driver_version.clone(), names: inv.gpus.iter().map(|g| g.name.clone()).collect() })
+        .map_err(|e| gpuwarden::text::one_line(e.as_ref()));
+    let cdi_dirs: Vec<PathBuf> = if args.cdi_dirs.is_empty() { gpuwarden::cdi::DEFAULT_SPEC_DIRS.iter().map(|d| under(root, Path::new(d))).collect() } else { args.cdi_dirs.clone() };
+    Facts {
+        gpus: Some(gpus),
+        stand_in,
+        mps: mps(config, &path),
+        cdi: cdi(cdi_dirs, &path),
+        podman: [under(root, Path::new("/usr/bin/podman"))].iter().any(|p| p.exists()).then(|| Engine {
+            version: here.then(|| version("podman")).flatten(),
+            hook_files: hook_files(root),
+        }),
+        docker: ["/usr/bin/dockerd", "/usr/sbin/dockerd"].iter().any(|p| under(root, Path::new(p)).exists()).then(|| docker(root, here)),
+        watch: WatchFacts {
+            required: config.watch.required,
+            last_look: gpuwarden::watch::state::WatchState::load(&config.watch.state_file).ok().filter(|s| s.written_at > 0).map(|s| {
+                let now = gpuwarden::clock::unix_seconds();
+                (now.saturating_sub(s.written_at), s.is_fresh(now))
+            }),
+        },
+        nodes: nodes(&args.dev_root.clone().unwrap_or_else(|| config.cdi.dev_root.clone()).join("dev")),
+        user: user(root),
+    }
+}
+
+fn version(program: &str) -> Option<String> {
+    let o = Command::new(program).arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|v| !v.is_empty())
+}
+
+fn mps(config: &Config, path: &[PathBuf]) -> MpsFacts {
+    let m = &config.mps;
+    let control = if m.control.is_absolute() { Some(m.control.clone()).filter(|p| p.is_file()) } else { path.iter().map(|d| d.join(&m.control)).find(|p| p.is_file()) };
+    let daemon = control.as_ref().map(|_| gpuwarden::mps::daemon(&m.pipe_directory, Path::new("/proc")).map(|d| d.pid).map_err(|e| e.to_string()));
+    let defaults = match (&daemon, gpuwarden::mps::Ceiling::of(config)) {
+        (Some(Ok(_)), Some(ceiling)) => {
+            let devices = super::inventory_cmd::for_status(config.inventory.as_deref(), Some(&config.cdi.driver_root), config).map(|i| i.gpus.len() as u32).unwrap_or(1);
+            Some(ceiling.verify(&gpuwarden::mps::ControlBinary::new(m), devices).map_err(|e| e.to_string()))
+        }
+        _ => None,
+    };
+    MpsFacts { enabled: m.enabled, control, daemon, defaults }
+}
+
+fn cdi(dirs: Vec<PathBuf>, path: &[PathBuf]) -> CdiFacts {
+    let (specs, broken) = gpuwarden::cdi::scan(&dirs);
+    let ours = specs.iter().filter(|s| s.ours).map(|s| our_spec(&s.path)).collect();
+    CdiFacts { dirs, specs, broken, ours, toolkit: gpuwarden::cdi::find_toolkit(path) }
+}
+
+/// The driver version gpuwarden's spec was made for (its libraries' names
+/// end in it) and the host paths it names that are gone.
+fn our_spec(path: &Path) -> OurSpec {
+    let spec: Option<gpuwarden::cdi::Spec> = std::fs::read_to_string(path).ok().and_then(|t| serde_yaml::from_str(&t).ok());
+    let Some(spec) = spec else { return OurSpec { path: path.to_path_buf(), driver_version: None, missing: Vec::new() } };
+    let edits = std::iter::once(&spec.container_edits).chain(spec.devices.iter().map(|d| &d.container_edits));
+    let mut hosts: Vec<PathBuf> = Vec::new();
+    for e in edits {
+        hosts.extend(e.mounts.iter().map(|m| PathBuf::from(&m.host_path)));
+        hosts.extend(e.device_nodes.iter().map(|n| PathBuf::from(n.host_path.as_deref().unwrap_or(&n.path))));
+    }
+    let driver_version = spec
+        .container_edits
+        .mounts
+        .iter()
+        .find_map(|m| m.host_path.rsplit('/').next()?.strip_prefix("libcuda.so.").filter(|v| v.contains('.')).map(str::to_owned));
+    let mut missing: Vec<PathBuf> = hosts.into_iter().filter(|p| std::fs::symlink_metadata(p).is_err()).collect();
+    missing.sort();
+    missing.dedup();
+    OurSpec { path: path.to_path_buf(), driver_version, missing }
+}
+
+/// hooks.d files that run gpuwarden's hook: rootless Podman reads only the first folder.
+fn hook_files(root: &Path) -> Vec<HookFile> {
+    let mut found = Vec::new();
+    for dir in ["/usr/share/containers/oci/hooks.d", "/etc/containers/oci/hooks.d"] {
+        let Ok(entries) = std::fs::read_dir(under(root, Path::new(dir))) else { continue };
+        for e in entries.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            let Some(hook) = v.pointer("/hook/path").and_then(|p| p.as_str()).filter(|p| p.contains("gpuwarden")) else { continue };
+            let mode = e.metadata().map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap_or(0);
+            found.push(HookFile { path: e.path(), mode, hook: hook.into(), hook_exists: under(root, Path::new(hook)).is_file() });
+        }
+    }
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found
+}
+
+fn docker(root: &Path, here: bool) -> DockerFacts {
+    let file = under(root, Path::new("/etc/docker/daemon.json"));
+    let daemon_json = std::fs::read_to_string(&file).ok().map(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| format!("not valid JSON: {e}")));
+    let runtime_exists = daemon_json
+        .as_ref()
+        .and_then(|j| j.as_ref().ok())
+        .and_then(|j| j.pointer("/runtimes/gpuwarden/path")?.as_str().map(|p| under(root, Path::new(p)).is_file()))
+        .unwrap_or(false);
+    DockerFacts { version: here.then(|| version("dockerd")).flatten(), daemon_json, runtime_exists }
+}
+
+fn nodes(dev: &Path) -> Vec<Node> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dev) else { return Vec::new() };
+    let mut nodes: Vec<Node> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.strip_prefix("nvidia").is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            let group = nix::unistd::Group::from_gid(m.gid().into()).ok().flatten().map_or_else(|| m.gid().to_string(), |g| g.name);
+            Some(Node { path: e.path(), mode: m.mode() & 0o7777, group })
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.path.cmp(&b.path));
+    nodes
+}
+
+/// The user doctor speaks for: the one behind sudo, else the caller.
+fn user(root: &Path) -> Option<UserFacts> {
+    let by_name = std::env::var("SUDO_USER").ok().and_then(|n| nix::unistd::User::from_name(&n).ok().flatten());
+    let u = by_name.or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten())?;
+    let listed = |file: &str| {
+        std::fs::read_to_string(under(root, Path::new(file)))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(':').next().is_some_and(|who| who == u.name || who == u.uid.to_string()))
+    };
+    let groups = std::fs::read_to_string(under(root, Path::new("/etc/group")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let member = f.get(3).is_some_and(|m| m.split(',').any(|x| x == u.name)) || f.get(2).is_some_and(|g| *g == u.gid.to_string());
+            member.then(|| f[0].to_string())
+        })
+        .collect();
+    Some(UserFacts { name: u.name.clone(), uid: u.uid.as_raw(), subuids: listed("/etc/subuid"), subgids: listed("/etc/subgid"), groups })
+}
