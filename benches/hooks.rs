@@ -2,7 +2,8 @@
 //! run, with the binaries `scripts/build.sh` installs (target/dist):
 //! - `gpuwarden-hook --version` against `/bin/true` (the cost of one exec);
 //! - `admit` + `release` with a ledger of 40 against `/bin/true` twice (with
-//!   NVIDIA's real MPS control daemon running, which admission probes);
+//!   NVIDIA's real MPS control daemon running, which admission probes), and
+//!   the same through the admission broker (the rootless path) against direct;
 //! - a container's life in Podman (`podman run -d`, then `podman rm -f`) with
 //!   gpuwarden's three hooks (precreate, admit, release) against the same three
 //!   hooks as `/bin/cat` and `/bin/true`, on the same device and libraries;
@@ -120,6 +121,29 @@ fn admit_release(cli: &str, hook: &str) {
     );
     let left: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("ledger.json")).unwrap()).unwrap();
     assert_eq!(left["reservations"].as_array().unwrap().len(), 40, "every admission was released");
+
+    // The rootless path: the same admission and release through the broker (forced with
+    // --via-broker; under rootless Podman the hook takes it by itself), against the direct one.
+    let socket = dir.join("broker.sock");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}[broker]\nsocket = \"{}\"\n", socket.display())).unwrap();
+    let mut broker = Command::new(hook).args(["broker", "--config", c]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the broker did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    compare(
+        "admit + release through the broker (ledger of 40)",
+        500,
+        50,
+        || run(hook, &["admit", "--config", c, "--via-broker"], state_json.as_bytes()) + run(hook, &["release", "--config", c, "--via-broker"], state_json.as_bytes()),
+        || run(hook, &["admit", "--config", c], state_json.as_bytes()) + run(hook, &["release", "--config", c], state_json.as_bytes()),
+        "admit + release, direct",
+    );
+    let _ = (broker.kill(), broker.wait());
+    let left: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("ledger.json")).unwrap()).unwrap();
+    assert_eq!(left["reservations"].as_array().unwrap().len(), 40, "every admission through the broker was released");
 }
 
 fn podman_life(cli: &str, hook: &str) {

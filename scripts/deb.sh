@@ -11,7 +11,7 @@ scripts/build.sh
 ASSETS=target/deb-assets
 rm -rf "$ASSETS"
 mkdir -p "$ASSETS/units" "$ASSETS/hooks.d"
-for u in systemd/gpuwarden-*.service systemd/gpuwarden-*.path; do
+for u in systemd/gpuwarden-*.service systemd/gpuwarden-*.path systemd/gpuwarden-*.socket; do
   sed 's#/usr/local/bin/#/usr/bin/#g' "$u" > "$ASSETS/units/$(basename "$u")"
 done
 # The stacks, Containerfiles, quadlets and Podman 4.3 units, as examples; the two

@@ -21,8 +21,9 @@ fi
 # nvidia-cuda-mps: NVIDIA's real MPS control daemon; systemd: systemd-analyze for the units;
 # docker.io, docker-compose: Docker 20.10 and docker-compose 1.29 for the runtime shim
 # (Docker 26 comes from Debian 13's packages, unpacked by scripts/docker26.sh, not installed);
-# debootstrap: the Debian root the Blender image is built on; prometheus: promtool for the metrics.
-PACKAGES="podman runc busybox-static ca-certificates gcc libc6-dev nvidia-cuda-mps systemd docker.io docker-compose debootstrap prometheus"
+# debootstrap: the Debian root the Blender image is built on; prometheus: promtool for the metrics;
+# uidmap, slirp4netns, fuse-overlayfs: rootless Podman (newuidmap for subordinate ids).
+PACKAGES="podman runc busybox-static ca-certificates gcc libc6-dev nvidia-cuda-mps systemd docker.io docker-compose debootstrap prometheus uidmap slirp4netns fuse-overlayfs"
 MISSING=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || MISSING="$MISSING $p"
@@ -38,3 +39,9 @@ command -v cargo >/dev/null 2>&1 || {
   echo "setup.sh: cargo not found: install Rust 1.86 or later (https://rustup.rs), then run this again" >&2
   exit 1
 }
+
+# The unprivileged user the rootless tests run Podman as, with subordinate ids.
+ROOTLESS=gwrootless
+id -u "$ROOTLESS" >/dev/null 2>&1 || useradd -m -s /bin/sh "$ROOTLESS"
+grep -q "^$ROOTLESS:" /etc/subuid || echo "$ROOTLESS:300000:65536" >> /etc/subuid
+grep -q "^$ROOTLESS:" /etc/subgid || echo "$ROOTLESS:300000:65536" >> /etc/subgid

@@ -216,6 +216,7 @@ mod tests {
             pid: 1,
             pid_start: 1,
             admitted_at: 0,
+            holder: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! Container start: OCI state + config -> [`config`] profile -> [`policy`] ->
 //! [`budget`] against the [`ledger`] -> a verdict, through the [`hook`]s.
 
+pub mod broker;
 pub mod budget;
 pub mod cdi;
 pub mod clock;

@@ -9,6 +9,11 @@ pub trait Processes {
     /// Its `/proc/PID/cgroup`, whose paths carry the container id under
     /// Podman (`libpod-ID`) and Docker (`docker/ID`, `docker-ID.scope`).
     fn cgroup(&self, pid: i32) -> Option<String>;
+    /// Its `/proc/PID/uid_map`, as this process sees it (from the initial
+    /// namespace: host uids); `None` where it cannot be read.
+    fn uid_map(&self, _pid: i32) -> Option<String> {
+        None
+    }
 }
 
 /// The real process table, through `/proc`.
@@ -25,6 +30,43 @@ impl Processes for ProcFs {
     fn cgroup(&self, pid: i32) -> Option<String> {
         (pid > 0).then(|| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()).flatten()
     }
+
+    fn uid_map(&self, pid: i32) -> Option<String> {
+        (pid > 0).then(|| std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()).flatten()
+    }
+}
+
+/// The host uid of `uid` inside a user namespace with `uid_map` (lines of
+/// `inside outside count`); `uid` itself where there is no map or no line for it.
+pub fn host_uid(uid_map: Option<&str>, uid: u32) -> u32 {
+    uid_map
+        .into_iter()
+        .flat_map(str::lines)
+        .filter_map(|l| {
+            let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            (f.len() == 3).then(|| (f[0], f[1], f[2]))
+        })
+        .find(|(inside, _, count)| (*inside..inside + count).contains(&u64::from(uid)))
+        .and_then(|(inside, outside, _)| u32::try_from(outside + (u64::from(uid) - inside)).ok())
+        .unwrap_or(uid)
+}
+
+/// The uid that owns the user namespace process `pid` runs in
+/// (`NS_GET_OWNER_UID` on `/proc/PID/ns/user`): the user for a rootless
+/// container's processes, root for the initial namespace. `None` when the
+/// process is gone or cannot be read.
+pub fn user_namespace_owner(pid: i32) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    // _IO(0xb7, 0x4), linux/nsfs.h.
+    const NS_GET_OWNER_UID: nix::libc::c_ulong = 0xb704;
+    if pid <= 0 {
+        return None;
+    }
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/user")).ok()?;
+    let mut uid: nix::libc::uid_t = 0;
+    // SAFETY: the ioctl writes one uid_t into `uid`, which lives across the call.
+    let rc = unsafe { nix::libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID, &mut uid as *mut nix::libc::uid_t) };
+    (rc == 0).then_some(uid)
 }
 
 /// Whether process `pid` runs in the container `id` (its full id), as its cgroup says.
@@ -50,6 +92,25 @@ mod tests {
         assert_eq!(ProcFs.start_time(me), Some(t), "stable");
         assert_eq!(ProcFs.start_time(-1), None);
         assert_eq!(ProcFs.start_time(i32::MAX), None);
+    }
+
+    #[test]
+    fn uids_map_to_the_host_as_the_namespace_says() {
+        let rootless = "         0       1001          1\n         1     300000      65536\n";
+        assert_eq!(host_uid(Some(rootless), 0), 1001, "the container's root is the user");
+        assert_eq!(host_uid(Some(rootless), 1000), 300999, "any other uid is a subuid");
+        assert_eq!(host_uid(Some("         0          0 4294967295\n"), 1000), 1000, "the initial namespace");
+        assert_eq!(host_uid(None, 7), 7);
+        assert_eq!(host_uid(Some(rootless), 70000), 70000, "unmapped: as it is");
+        let me = std::process::id() as i32;
+        assert_eq!(host_uid(ProcFs.uid_map(me).as_deref(), 1234), 1234, "this test runs in the initial namespace");
+    }
+
+    #[test]
+    fn the_initial_user_namespace_is_roots() {
+        assert_eq!(user_namespace_owner(std::process::id() as i32), Some(0), "this test runs in the initial namespace");
+        assert_eq!(user_namespace_owner(i32::MAX), None);
+        assert_eq!(user_namespace_owner(0), None);
     }
 
     #[test]

@@ -90,13 +90,15 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
             let _ = writeln!(out, "  no reservations");
             continue;
         }
-        let rows: Vec<[String; 6]> = s
+        let rows: Vec<[String; 7]> = s
             .holders
             .iter()
             .map(|(r, stale)| {
                 [
                     crate::oci::short_id(&r.id).to_string(),
                     r.name.clone().unwrap_or_else(|| crate::oci::short_id(&r.id).to_string()),
+                    // Rootless containers come through the broker, which records who; the rest are root's.
+                    r.holder.as_ref().map_or_else(|| "root".to_string(), |h| h.user.clone().unwrap_or_else(|| h.uid.to_string())),
                     r.profile.clone(),
                     format!("{}%", r.threads),
                     r.pinned_bytes.to_string(),
@@ -104,11 +106,16 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
                 ]
             })
             .collect();
-        let header = ["CONTAINER", "NAME", "PROFILE", "THREADS", "PINNED", "AGE"];
+        let header = ["CONTAINER", "NAME", "USER", "PROFILE", "THREADS", "PINNED", "AGE"];
         let width = |i: usize| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0);
-        let w: Vec<usize> = (0..5).map(width).collect();
+        let w: Vec<usize> = (0..6).map(width).collect();
         for row in std::iter::once(header.map(String::from)).chain(rows) {
-            let _ = writeln!(out, "  {:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:>w4$}  {}", row[0], row[1], row[2], row[3], row[4], row[5], w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4]);
+            let _ = writeln!(
+                out,
+                "  {:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}  {:>w5$}  {}",
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6],
+                w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5]
+            );
         }
     }
     out
@@ -173,7 +180,7 @@ mod tests {
         let config = Config::parse("[budget.reserves]\nsteam = \"4GiB\"\nsystem = \"512MiB\"\n", std::path::Path::new("c")).unwrap();
         let mut ledger = Ledger::default();
         for (id, pid) in [("77aa00112233aa", 1), ("9b1e00112233bb", 2)] {
-            ledger.insert(Reservation { id: id.into(), name: None, profile: "comfyui".into(), gpus: vec![inv.gpus[0].uuid.clone()], threads: 25, pinned_bytes: ByteSize::gib(3), pid, pid_start: 5, admitted_at: 100 });
+            ledger.insert(Reservation { id: id.into(), name: None, profile: "comfyui".into(), gpus: vec![inv.gpus[0].uuid.clone()], threads: 25, pinned_bytes: ByteSize::gib(3), pid, pid_start: 5, admitted_at: 100, holder: None });
         }
         let procs = FakeProcesses(HashMap::from([(1, 5)]));
         let status = gather(&inv, &config, &ledger, &procs);
@@ -184,9 +191,9 @@ mod tests {
         assert!(text.contains("live     unknown (no NVML): the check is ledger-only"), "{text}");
         assert!(text.contains("77aa00112233") && text.contains("2m13s"), "{text}");
         let header = text.lines().find(|l| l.contains("CONTAINER")).unwrap_or_else(|| panic!("no column headers: {text}"));
-        assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["CONTAINER", "NAME", "PROFILE", "THREADS", "PINNED", "AGE"]);
+        assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["CONTAINER", "NAME", "USER", "PROFILE", "THREADS", "PINNED", "AGE"]);
         let row = text.lines().find(|l| l.contains("77aa00112233")).unwrap();
-        assert_eq!(row.split_whitespace().take(2).collect::<Vec<_>>(), ["77aa00112233", "77aa00112233"], "no name: the id stands in");
+        assert_eq!(row.split_whitespace().take(3).collect::<Vec<_>>(), ["77aa00112233", "77aa00112233", "root"], "no name: the id stands in; no holder: root's");
         assert_eq!(text.matches("stale: process gone").count(), 1, "{text}");
         let v = render_json(&status, 233);
         assert_eq!(v["gpus"][0]["pinned_memory"]["left_bytes"], ByteSize::mib(1536).as_u64());

@@ -17,7 +17,8 @@ const WATCHED: &[&str] = &[
     "/etc/docker/daemon.json", "/etc/gpuwarden", "/etc/cdi", "/var/lib/gpuwarden", "/usr/share/containers/oci/hooks.d/gpuwarden-precreate.json",
     "/usr/bin/gpuwarden", "/usr/bin/gpuwarden-hook", "/usr/bin/gpuwarden-runtime", "/usr/bin/gpuwarden-launch",
     "/lib/systemd/system/gpuwarden-mps.service", "/lib/systemd/system/gpuwarden-cdi-refresh.service", "/lib/systemd/system/gpuwarden-cdi-refresh.path",
-    "/lib/systemd/system/gpuwarden-watch.service", "/lib/systemd/system/gpuwarden-live.service", "/usr/share/doc/gpuwarden",
+    "/lib/systemd/system/gpuwarden-watch.service", "/lib/systemd/system/gpuwarden-live.service", "/lib/systemd/system/gpuwarden-broker.socket",
+    "/lib/systemd/system/gpuwarden-broker.service", "/usr/share/doc/gpuwarden",
 ];
 
 fn state() -> Vec<(String, Option<Vec<u8>>)> {
@@ -82,7 +83,7 @@ fn the_package_installs_without_a_driver_and_purges_to_nothing() {
     assert!(conffiles.contains("/etc/gpuwarden/config.toml"), "the config is a conffile: {conffiles}");
     // The installed units name the installed binaries, and systemd accepts them.
     let dir = tempfile::tempdir().unwrap();
-    let units = ["gpuwarden-mps.service", "gpuwarden-cdi-refresh.service", "gpuwarden-cdi-refresh.path", "gpuwarden-watch.service", "gpuwarden-live.service"];
+    let units = ["gpuwarden-mps.service", "gpuwarden-cdi-refresh.service", "gpuwarden-cdi-refresh.path", "gpuwarden-watch.service", "gpuwarden-live.service", "gpuwarden-broker.socket", "gpuwarden-broker.service"];
     for unit in units {
         let text = std::fs::read_to_string(Path::new("/lib/systemd/system").join(unit)).unwrap();
         let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("Exec")).collect();

@@ -440,35 +440,14 @@ fn with_the_daemon_stopped_a_profile_container_is_refused_with_what_to_run() {
 #[test]
 fn a_container_of_another_uid_is_refused_while_a_root_server_is_active() {
     let Some(mut w) = World::new("a_container_of_another_uid_is_refused_while_a_root_server_is_active", true, "") else { return };
-    // An MPS server needs a GPU and exits at once without one; a stand-in that
-    // stays up plays it. The daemon is NVIDIA's real one, which starts it.
-    let stand_in = w.dir.path().join("server-bin");
-    std::fs::create_dir_all(&stand_in).unwrap();
-    let server = stand_in.join("nvidia-cuda-mps-server");
-    std::fs::write(&server, "#!/bin/sh\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(&server, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    w.mps(&["stop"], &[]);
-    let path = format!("{}:{}", stand_in.display(), std::env::var("PATH").unwrap_or_default());
-    w.mps(&["start"], &[("PATH", path)]);
-    let control = Command::new("nvidia-cuda-mps-control")
-        .env("CUDA_MPS_PIPE_DIRECTORY", w.mps_dir().join("pipe"))
-        .env("CUDA_MPS_LOG_DIRECTORY", w.mps_dir().join("log"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    control.stdin.as_ref().unwrap().write_all(b"start_server -uid 0\n").unwrap();
-    assert!(control.wait_with_output().unwrap().status.success());
-    let status = w.mps(&["status"], &[]);
-    assert!(status.contains("for uid 0"), "a root server runs:\n{status}");
+    // NVIDIA's real daemon starts a stand-in server of root's (no GPU here).
+    let server_pid = root_stand_in_server(w.mps_config().to_str().unwrap(), &w.mps_dir(), w.dir.path());
     let line = refusal(&w.start("user1000", &["--device", "nvidia.com/gpu=comfyui", "--user", "1000"]));
     assert!(line.contains("MPS would not hold: an MPS server for uid 0 is active (pid "), "{line}");
     assert!(line.contains("run the container as uid 0 (--user 0)"), "{line}");
     let o = w.start("root", &["--device", "nvidia.com/gpu=comfyui"]);
     assert!(o.status.success(), "a client of the server's uid is admitted: {}", stderr(&o));
     // The stand-in server goes with the daemon.
-    let server_pid: i32 = status.split("server pid ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
     w.mps(&["stop"], &[]);
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server_pid), nix::sys::signal::Signal::SIGKILL);
 }

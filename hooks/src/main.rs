@@ -31,6 +31,11 @@ enum Stage {
     Admit(Options),
     /// poststop: OCI state on stdin; gives the container's share back.
     Release(Options),
+    /// The admission broker (root): admits and releases for rootless containers, whose
+    /// hooks cannot take the ledger's lock, on the socket [broker] socket names
+    /// (/run/gpuwarden/broker.sock). Run by gpuwarden-broker.socket/.service, or in the
+    /// foreground, binding the socket itself.
+    Broker(Options),
 }
 
 /// Options every stage takes; precreate passes its own on to the admission
@@ -50,6 +55,10 @@ struct Options {
     /// precreate: the launcher on the host, mounted into a profile container that lacks it.
     #[arg(long, value_name = "PATH")]
     launcher_path: Option<PathBuf>,
+    /// admit, release: go through the admission broker even outside a user namespace
+    /// (inside one, as under rootless Podman, they always do).
+    #[arg(long)]
+    via_broker: bool,
 }
 
 fn main() -> ExitCode {

@@ -40,6 +40,27 @@ impl Options {
     }
 }
 
+/// True when this hook must go through the broker: asked to, or running in a
+/// user namespace (rootless Podman), where the ledger is root's.
+fn via_broker(o: &Options) -> bool {
+    o.via_broker || gpuwarden::broker::in_user_namespace(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default())
+}
+
+/// The broker's socket: the configuration's, else the default (a broken
+/// config.toml still reaches the broker, whose own config decides).
+fn broker_socket(o: &Options) -> std::path::PathBuf {
+    o.settings().map_or_else(|_| gpuwarden::broker::DEFAULT_SOCKET.into(), |c| c.broker.socket)
+}
+
+/// One request to the broker; its refusal is this hook's.
+fn through_broker(o: &Options, request: gpuwarden::broker::Request, id: &str) -> Result<()> {
+    match gpuwarden::broker::ask(&broker_socket(o), &request) {
+        Ok(answer) if answer.ok => Ok(()),
+        Ok(answer) => Err(answer.line.into()),
+        Err(down) => Err(format!("refused {}: {down}", gpuwarden::oci::short_id(id)).into()),
+    }
+}
+
 pub fn run(stage: Stage) -> Result<()> {
     match stage {
         Stage::Precreate(o) => {
@@ -52,6 +73,15 @@ pub fn run(stage: Stage) -> Result<()> {
             stdout.write_all(&out)?;
             stdout.flush()?;
         }
+        Stage::Admit(o) if via_broker(&o) => {
+            let input = stdin()?;
+            let state = gpuwarden::oci::HookState::parse(&input)?;
+            // The hook reads its own bundle: the broker opens no path a caller names.
+            let config_path = state.bundle()?.join("config.json");
+            let config = std::fs::read(&config_path).map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+            let request = gpuwarden::broker::Request::admit(&input, &config)?;
+            through_broker(&o, request, &state.id)?;
+        }
         Stage::Admit(o) => {
             let inventory = |config: &Config| {
                 let mut inv = hook::load_inventory(o.inventory.as_deref(), config)?;
@@ -62,15 +92,14 @@ pub fn run(stage: Stage) -> Result<()> {
             let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
             let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() };
             if let Err(e) = hook::admit(&stdin()?, &env) {
-                // A verdict on a container is counted for the watchdog's metrics, in the
-                // events file beside the ledger; unreadable input changes nothing.
-                if let (true, Ok(config)) = (e.is_verdict(), o.settings()) {
-                    let file = o.state_dir.as_ref().map_or(config.watch.events_file, |d| d.join("events.jsonl"));
-                    let event = gpuwarden::watch::events::Event { time: now(), kind: "refused".into(), container: None, detail: gpuwarden::text::one_line(&e) };
-                    let _ = gpuwarden::watch::events::append(&file, &event);
-                }
+                hook::record_refusal(&e, &env);
                 return Err(e.into());
             }
+        }
+        Stage::Release(o) if via_broker(&o) => {
+            let input = stdin()?;
+            let state = gpuwarden::oci::HookState::parse(&input)?;
+            through_broker(&o, gpuwarden::broker::Request::release(&input)?, &state.id)?;
         }
         Stage::Release(o) => {
             let input = stdin()?;
@@ -80,6 +109,28 @@ pub fn run(stage: Stage) -> Result<()> {
             };
             hook::release(&input, &LedgerStore::new(Path::new(&dir)))?;
         }
+        Stage::Broker(o) => broker(&o)?,
     }
     Ok(())
+}
+
+/// Serves the broker's socket until it fails. Admission runs as the hooks run
+/// it, with the broker's own configuration (never a caller's) and its ledger.
+fn broker(o: &Options) -> Result<()> {
+    let socket = o.settings().map_or_else(|_| gpuwarden::broker::DEFAULT_SOCKET.into(), |c| c.broker.socket);
+    let listener = gpuwarden::broker::Listener::open(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    let o = o.clone();
+    let handle = move |caller: &gpuwarden::broker::Caller, request: gpuwarden::broker::Request| {
+        let inventory = |config: &Config| {
+            let mut inv = hook::load_inventory(o.inventory.as_deref(), config)?;
+            gpuwarden::live::merge(&mut inv, &config.live.file, now(), config.live.max_age_seconds);
+            Ok(inv)
+        };
+        let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
+        let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() };
+        gpuwarden::broker::handle(caller, request, &env, &gpuwarden::proc::user_namespace_owner)
+    };
+    tracing::info!("the admission broker listens on {}", socket.display());
+    let failed = gpuwarden::broker::serve(&listener, std::sync::Arc::new(gpuwarden::broker::ServeEnv { handle: Box::new(handle) }));
+    Err(format!("the admission broker stopped: {failed}").into())
 }

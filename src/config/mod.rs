@@ -55,6 +55,7 @@ pub struct Config {
     pub mps: MpsConfig,
     pub live: LiveConfig,
     pub watch: WatchConfig,
+    pub broker: BrokerConfig,
     pub budget: BudgetConfig,
     pub profiles: BTreeMap<ProfileName, Profile>,
 }
@@ -96,6 +97,13 @@ pub struct CdiConfig {
     pub driver_root: PathBuf,
     /// The folder holding `dev/`, as in nvidia-ctk: `/` is the host.
     pub dev_root: PathBuf,
+}
+
+/// The admission broker rootless containers are admitted through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BrokerConfig {
+    /// Its unix socket (mode 0666; who connects is asked of the kernel).
+    pub socket: PathBuf,
 }
 
 /// The live view of the GPUs that `gpuwarden live` writes and admission reads.
@@ -178,6 +186,8 @@ struct RawConfig {
     #[serde(default)]
     watch: RawWatch,
     #[serde(default)]
+    broker: RawBroker,
+    #[serde(default)]
     budget: RawBudget,
     #[serde(default)]
     profiles: BTreeMap<ProfileName, RawProfile>,
@@ -211,6 +221,12 @@ struct RawWatch {
 struct RawCdi {
     driver_root: Option<AbsPath>,
     dev_root: Option<AbsPath>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    socket: Option<AbsPath>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,6 +270,7 @@ impl Default for Config {
                 control: DEFAULT_MPS_CONTROL.into(),
             },
             live: LiveConfig { file: crate::live::DEFAULT_LIVE_FILE.into(), max_age_seconds: crate::live::DEFAULT_MAX_AGE_SECONDS },
+            broker: BrokerConfig { socket: crate::broker::DEFAULT_SOCKET.into() },
             watch: WatchConfig {
                 interval_seconds: 2,
                 tolerance_percent: 10,
@@ -326,6 +343,9 @@ impl Config {
             config.live.file = file.path().to_path_buf();
         }
         config.live.max_age_seconds = raw.live.max_age_seconds.unwrap_or(config.live.max_age_seconds);
+        if let Some(socket) = raw.broker.socket {
+            config.broker.socket = socket.path().to_path_buf();
+        }
         let w = &mut config.watch;
         w.interval_seconds = raw.watch.interval_seconds.unwrap_or(w.interval_seconds).max(1);
         w.tolerance_percent = raw.watch.tolerance_percent.unwrap_or(w.tolerance_percent);

@@ -14,8 +14,20 @@ pub fn check(facts: &Facts) -> Vec<Finding> {
     docker(facts, &mut out);
     watchdog(facts, &mut out);
     nodes(facts, &mut out);
+    broker(facts, &mut out);
     rootless(facts, &mut out);
     out
+}
+
+fn broker(f: &Facts, out: &mut Vec<Finding>) {
+    match &f.broker {
+        Some((socket, Ok(()))) => out.push(Finding::new("rootless", Level::Ok, format!("the admission broker answers at {}: rootless profile containers are admitted", socket.display()))),
+        Some((socket, Err(why))) => out.push(
+            Finding::new("rootless", Level::Warn, format!("the admission broker does not answer at {} ({why}): rootless profile containers are refused", socket.display()))
+                .fix("systemctl enable --now gpuwarden-broker.socket"),
+        ),
+        None => {}
+    }
 }
 
 fn driver(f: &Facts, out: &mut Vec<Finding>) {
@@ -225,7 +237,6 @@ fn rootless(f: &Facts, out: &mut Vec<Finding>) {
     if let Some(n) = group_only.filter(|n| !u.groups.contains(&n.group)) {
         out.push(Finding::new("rootless", Level::Warn, format!("{} is not in group {}, which {} requires", u.name, n.group, n.path.display())).fix(format!("usermod -aG {} {}", n.group, u.name)));
     }
-    out.push(Finding::new("rootless", Level::Note, format!("as {}, `podman run --device nvidia.com/gpu=all` works; profile devices are refused until gpuwarden admits rootless containers: run profile containers as root for now", u.name)));
 }
 
 /// The version number in what a tool prints (`podman version 4.3.1` -> `4.3.1`).
@@ -268,6 +279,7 @@ mod tests {
             watch: WatchFacts { required: false, last_look: Some((1, true)) },
             nodes: vec![Node { path: "/dev/nvidia0".into(), mode: 0o660, group: "gpu-users".into() }],
             user: None,
+            broker: None,
         }
     }
 
@@ -350,6 +362,9 @@ mod tests {
         let mut f = healthy();
         f.user = Some(UserFacts { name: "ana".into(), uid: 1000, subuids: true, subgids: true, groups: vec!["users".into()] });
         assert!(render_text(&check(&f)).contains("ana is not in group gpu-users, which /dev/nvidia0 requires"));
+        f.broker = Some(("/run/gpuwarden/broker.sock".into(), Err("No such file or directory (os error 2)".into())));
+        let text = render_text(&check(&f));
+        assert!(text.contains("WARN  rootless   the admission broker does not answer at /run/gpuwarden/broker.sock") && text.contains("-> systemctl enable --now gpuwarden-broker.socket"), "{text}");
     }
 
     #[test]

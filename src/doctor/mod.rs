@@ -100,6 +100,8 @@ pub struct Facts {
     pub watch: WatchFacts,
     pub nodes: Vec<Node>,
     pub user: Option<UserFacts>,
+    /// The admission broker's socket, and whether it answers (or why not).
+    pub broker: Option<(PathBuf, Result<(), String>)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

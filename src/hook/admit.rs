@@ -72,11 +72,29 @@ impl AdmitError {
     }
 }
 
+/// Counts a refusal for the watchdog's metrics: a verdict on a container is
+/// appended to the events file beside the ledger; unreadable input is not.
+pub fn record_refusal(e: &AdmitError, env: &HookEnv) {
+    if !e.is_verdict() {
+        return;
+    }
+    let Ok(config) = (env.settings)() else { return };
+    let file = env.state_dir.map_or(config.watch.events_file, |d| d.join("events.jsonl"));
+    let event = crate::watch::events::Event { time: env.now, kind: "refused".into(), container: None, detail: crate::text::one_line(e) };
+    let _ = crate::watch::events::append(&file, &event);
+}
+
 /// Admits the container in `input`'s state, or says why not.
 pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
     let state = HookState::parse(input)?;
     let cfg = ContainerConfig::from_bundle(state.bundle()?)?;
-    let name = super::container_name(&state, &cfg);
+    admit_config(&state, &cfg, env, None)
+}
+
+/// Admits the container of `state` whose config is `cfg` (read by the hook,
+/// or sent to the broker), recording `holder` with its reservation.
+pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, holder: Option<crate::ledger::Holder>) -> Result<Admission, AdmitError> {
+    let name = super::container_name(state, cfg);
     let id = crate::ledger::label(&state.id, name.as_deref());
     if let Some(reason) = cfg.annotation(REFUSAL_ANNOTATION) {
         let profile = cfg.profile_name().ok().flatten().map_or_else(String::new, |p| format!(" ({p})"));
@@ -87,10 +105,10 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
         return Ok(Admission::NotGoverned);
     };
     let config = (env.settings)().map_err(|source| AdmitError::Settings { id: id.clone(), profile: named.to_string(), source })?;
-    let (profile, profile_def) = governing_profile(&cfg, &config)
+    let (profile, profile_def) = governing_profile(cfg, &config)
         .map_err(|source| AdmitError::Profile { id: id.clone(), source })?
         .expect("the container names a profile");
-    let share = conform(&cfg, &profile, profile_def)
+    let share = conform(cfg, &profile, profile_def)
         .map_err(|violation| AdmitError::Violation { id: id.clone(), profile: profile.clone(), violation })?;
     let gpu_err = |why: String| AdmitError::Gpu { id: id.clone(), profile: profile.clone(), why };
     let pid = state.pid.ok_or_else(|| gpu_err("the OCI state has no pid; run this hook at createRuntime or prestart".into()))?;
@@ -111,7 +129,9 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
         .collect::<Result<_, AdmitError>>()?;
 
     if config.mps.enabled {
-        crate::mps::admission::check(&cfg, &config.mps, (env.daemon)(&config.mps))
+        // The uid its process runs as on the host: under rootless Podman, mapped by its user namespace.
+        let host_uid = crate::proc::host_uid(env.processes.uid_map(pid).as_deref(), cfg.uid());
+        crate::mps::admission::check(cfg, &config.mps, (env.daemon)(&config.mps), host_uid)
             .map_err(|why| AdmitError::Mps { id: id.clone(), profile: profile.clone(), why })?;
     }
     if config.watch.required {
@@ -154,6 +174,7 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
         pid,
         pid_start,
         admitted_at: env.now,
+        holder,
     };
     locked.ledger.insert(reservation.clone());
     locked.save().map_err(ledger_err)?;

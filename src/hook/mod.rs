@@ -14,9 +14,9 @@ mod release;
 
 use std::path::{Path, PathBuf};
 
-pub use admit::{admit, AdmitError, Admission, HookEnv};
+pub use admit::{admit, admit_config, record_refusal, AdmitError, Admission, HookEnv};
 pub use precreate::{image_loader, precreate, PrecreateEnv, PrecreateError};
-pub use release::{release, ReleaseError};
+pub use release::{release, release_state, ReleaseError};
 
 use crate::config::Config;
 use crate::inventory::{Inventory, InventoryError, InventorySource, NvmlError};

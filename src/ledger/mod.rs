@@ -31,6 +31,29 @@ pub struct Reservation {
     pub pid_start: u64,
     /// Seconds since the Unix epoch.
     pub admitted_at: u64,
+    /// Who holds it, when it came through the admission broker (a rootless
+    /// container): only that uid (or root) may release it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+}
+
+/// The user a reservation belongs to, as the kernel told the broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holder {
+    pub uid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl Holder {
+    /// `ana (uid 1000)`, or `uid 1000`.
+    pub fn describe(&self) -> String {
+        match &self.user {
+            Some(u) => format!("{u} (uid {})", self.uid),
+            None => format!("uid {}", self.uid),
+        }
+    }
 }
 
 impl Reservation {
@@ -112,7 +135,7 @@ pub(crate) mod tests {
     }
 
     fn res(id: &str, pid: i32, start: u64) -> Reservation {
-        Reservation { id: id.into(), name: None, profile: "comfyui".into(), gpus: vec!["GPU-a".into()], threads: 25, pinned_bytes: ByteSize::gib(3), pid, pid_start: start, admitted_at: 0 }
+        Reservation { id: id.into(), name: None, profile: "comfyui".into(), gpus: vec!["GPU-a".into()], threads: 25, pinned_bytes: ByteSize::gib(3), pid, pid_start: start, admitted_at: 0, holder: None }
     }
 
     #[test]

@@ -170,7 +170,7 @@ mod tests {
     use crate::size::ByteSize;
 
     fn res(id: &str) -> Reservation {
-        Reservation { id: id.into(), name: None, profile: "p".into(), gpus: vec!["GPU-a".into()], threads: 1, pinned_bytes: ByteSize::mib(1), pid: 1, pid_start: 1, admitted_at: 0 }
+        Reservation { id: id.into(), name: None, profile: "p".into(), gpus: vec!["GPU-a".into()], threads: 1, pinned_bytes: ByteSize::mib(1), pid: 1, pid_start: 1, admitted_at: 0, holder: None }
     }
 
     #[test]

@@ -13,8 +13,10 @@ use crate::oci::ContainerConfig;
 const REGENERATE: &str = "generate the spec again (gpuwarden cdi generate) and start the container with a profile device";
 
 /// `Ok` when the container reaches gpuwarden's daemon and can be served by
-/// it now; else why not, and what to run.
-pub fn check(cfg: &ContainerConfig, mps: &MpsConfig, daemon: Result<Daemon, ProbeError>) -> Result<(), String> {
+/// it now; else why not, and what to run. `host_uid` is the uid its process
+/// runs as on the host (under rootless Podman not the config's: the user's
+/// own, or a subordinate one).
+pub fn check(cfg: &ContainerConfig, mps: &MpsConfig, daemon: Result<Daemon, ProbeError>, host_uid: u32) -> Result<(), String> {
     let pipe = mps.pipe_directory.display().to_string();
     let shm = mps.shm_directory.display().to_string();
     let mounts = cfg.mounts();
@@ -33,10 +35,18 @@ pub fn check(cfg: &ContainerConfig, mps: &MpsConfig, daemon: Result<Daemon, Prob
     }
     let daemon = daemon.map_err(|e| e.to_string())?;
     let uid = cfg.uid();
-    if let Some(other) = daemon.servers.iter().find(|s| s.uid != uid) {
+    if let Some(other) = daemon.servers.iter().find(|s| s.uid != host_uid) {
+        let how = if host_uid == uid {
+            format!("run the container as uid {} (--user {})", other.uid, other.uid)
+        } else {
+            // A user namespace: under rootless Podman the container's root is the user's own
+            // uid, and any other uid in it a subordinate one.
+            format!("run it so that its processes are host uid {} (rootless Podman: as the container's root, or --userns keep-id for your own uid)", other.uid)
+        };
+        let client = if host_uid == uid { format!("uid {uid}") } else { format!("host uid {host_uid} (uid {uid} in the container)") };
         return Err(format!(
-            "an MPS server for uid {} is active (pid {}), and MPS serves one uid at a time: a client of uid {uid} would wait until it has no clients; run the container as uid {} (--user {}), or once that uid's GPU containers are stopped",
-            other.uid, other.pid, other.uid, other.uid
+            "an MPS server for uid {} is active (pid {}), and MPS serves one uid at a time: a client of {client} would wait until it has no clients; {how}, or start it once that uid's GPU containers are stopped",
+            other.uid, other.pid
         ));
     }
     Ok(())
@@ -76,8 +86,8 @@ mod tests {
     #[test]
     fn a_client_with_the_folders_and_a_live_daemon_of_its_uid_is_served() {
         let mps = Config::default().mps;
-        assert_eq!(check(&client(0), &mps, up(&[])), Ok(()));
-        assert_eq!(check(&client(1000), &mps, up(&[(20, 1000)])), Ok(()));
+        assert_eq!(check(&client(0), &mps, up(&[]), 0), Ok(()));
+        assert_eq!(check(&client(1000), &mps, up(&[(20, 1000)]), 1000), Ok(()));
     }
 
     #[test]
@@ -86,14 +96,24 @@ mod tests {
         let no_pipe = edit(&client(0), |v| {
             v["mounts"].as_array_mut().unwrap().remove(1);
         });
-        assert!(check(&no_pipe, &mps, up(&[])).unwrap_err().contains("pipe directory /run/gpuwarden/mps/pipe is not mounted"));
+        assert!(check(&no_pipe, &mps, up(&[]), 0).unwrap_err().contains("pipe directory /run/gpuwarden/mps/pipe is not mounted"));
         let podman_shm = edit(&client(0), |v| v["mounts"].as_array_mut().unwrap().truncate(2));
-        assert!(check(&podman_shm, &mps, up(&[])).unwrap_err().contains("/dev/shm is not the MPS daemon's (/run/gpuwarden/mps/shm)"));
+        assert!(check(&podman_shm, &mps, up(&[]), 0).unwrap_err().contains("/dev/shm is not the MPS daemon's (/run/gpuwarden/mps/shm)"));
         let other_pipe = edit(&client(0), |v| v["process"]["env"] = serde_json::json!(["CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps"]));
-        assert!(check(&other_pipe, &mps, up(&[])).unwrap_err().contains("CUDA_MPS_PIPE_DIRECTORY is /tmp/nvidia-mps"));
+        assert!(check(&other_pipe, &mps, up(&[]), 0).unwrap_err().contains("CUDA_MPS_PIPE_DIRECTORY is /tmp/nvidia-mps"));
         let dead = Err(ProbeError::NotListening { path: "/run/gpuwarden/mps/pipe/control".into(), errno: nix::Error::ECONNREFUSED });
-        assert!(check(&client(0), &mps, dead).unwrap_err().contains("run `gpuwarden mps start`"));
-        let e = check(&client(1000), &mps, up(&[(20, 0)])).unwrap_err();
+        assert!(check(&client(0), &mps, dead, 0).unwrap_err().contains("run `gpuwarden mps start`"));
+        let e = check(&client(1000), &mps, up(&[(20, 0)]), 1000).unwrap_err();
         assert!(e.contains("an MPS server for uid 0 is active (pid 20)") && e.contains("--user 0"), "{e}");
+    }
+
+    #[test]
+    fn a_rootless_container_is_judged_by_its_host_uid() {
+        let mps = Config::default().mps;
+        // Its root is the user (1001): refused beside a root server, served by the user's.
+        let e = check(&client(0), &mps, up(&[(20, 0)]), 1001).unwrap_err();
+        assert!(e.contains("a client of host uid 1001 (uid 0 in the container) would wait"), "{e}");
+        assert!(e.contains("--userns keep-id"), "{e}");
+        assert_eq!(check(&client(0), &mps, up(&[(20, 1001)]), 1001), Ok(()));
     }
 }

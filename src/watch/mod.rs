@@ -128,7 +128,7 @@ mod tests {
     use crate::config::Config;
 
     fn reservation(id: &str, profile: &str, gib: u64) -> Reservation {
-        Reservation { id: id.into(), name: None, profile: profile.into(), gpus: vec!["GPU-a".into()], threads: 25, pinned_bytes: ByteSize::gib(gib), pid: 1, pid_start: 1, admitted_at: 0 }
+        Reservation { id: id.into(), name: None, profile: profile.into(), gpus: vec!["GPU-a".into()], threads: 25, pinned_bytes: ByteSize::gib(gib), pid: 1, pid_start: 1, admitted_at: 0, holder: None }
     }
 
     fn ledger() -> Ledger {

@@ -108,7 +108,7 @@ mod tests {
     use crate::watch::{engine::Engine, PauseReason, Unknown};
 
     fn world() -> (Ledger, WatchState) {
-        let r = crate::ledger::Reservation { id: "c1".into(), name: Some("comfy-1".into()), profile: "comfyui".into(), gpus: vec!["GPU-a".into()], threads: 25, pinned_bytes: ByteSize::gib(3), pid: 1, pid_start: 1, admitted_at: 0 };
+        let r = crate::ledger::Reservation { id: "c1".into(), name: Some("comfy-1".into()), profile: "comfyui".into(), gpus: vec!["GPU-a".into()], threads: 25, pinned_bytes: ByteSize::gib(3), pid: 1, pid_start: 1, admitted_at: 0, holder: None };
         let mut s = WatchState { written_at: 100, interval_seconds: 2, pid: 42, live: true, ..Default::default() };
         s.used.insert("c1".into(), 1 << 30);
         s.paused.insert("c1".into(), Paused { reason: PauseReason::Game { name: "steam".into(), pid: 9 }, engine: Engine::Podman, since: 90 });

@@ -124,3 +124,40 @@ pub fn busybox_image(image: &str, extra: impl FnOnce(&Path)) {
     let o = Command::new("podman").args(["import", tar.to_str().unwrap(), image]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// An MPS server of root's, as NVIDIA's real daemon starts one. A real server
+/// needs a GPU and exits at once without one, so a stand-in that stays up is
+/// put first in the daemon's PATH: the daemon of `config` is restarted with
+/// it, and asked to start a server for uid 0. Returns the server's pid; it
+/// goes when the daemon is stopped (or is killed by the caller).
+pub fn root_stand_in_server(config: &str, mps_dir: &Path, scratch: &Path) -> i32 {
+    let stand_in = scratch.join("server-bin");
+    std::fs::create_dir_all(&stand_in).unwrap();
+    let server = stand_in.join("nvidia-cuda-mps-server");
+    std::fs::write(&server, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&server, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mps = |args: &[&str], path: Option<String>| {
+        let mut c = Command::new(bin());
+        c.args(["--config", config, "mps"]).args(args).env_remove("GPUWARDEN_CONFIG");
+        if let Some(p) = path {
+            c.env("PATH", p);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "gpuwarden mps {args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    mps(&["stop"], None);
+    mps(&["start"], Some(format!("{}:{}", stand_in.display(), std::env::var("PATH").unwrap_or_default())));
+    let control = Command::new("nvidia-cuda-mps-control")
+        .env("CUDA_MPS_PIPE_DIRECTORY", mps_dir.join("pipe"))
+        .env("CUDA_MPS_LOG_DIRECTORY", mps_dir.join("log"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    control.stdin.as_ref().unwrap().write_all(b"start_server -uid 0\n").unwrap();
+    assert!(control.wait_with_output().unwrap().status.success());
+    let status = mps(&["status"], None);
+    assert!(status.contains("for uid 0"), "a root server runs:\n{status}");
+    status.split("server pid ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap()
+}

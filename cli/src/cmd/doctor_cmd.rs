@@ -48,6 +48,11 @@ pub fn gather(args: &DoctorArgs, config: &Config) -> Facts {
         },
         nodes: nodes(&args.dev_root.clone().unwrap_or_else(|| config.cdi.dev_root.clone()).join("dev")),
         user: user(root),
+        broker: here.then(|| {
+            let socket = config.broker.socket.clone();
+            let answers = std::os::unix::net::UnixStream::connect(&socket).map(drop).map_err(|e| e.to_string());
+            (socket, answers)
+        }),
     }
 }
 

@@ -24,6 +24,8 @@ pub const UNITS: &[(&str, &str)] = &[
     ("gpuwarden-cdi-refresh.path", include_str!("../../../systemd/gpuwarden-cdi-refresh.path")),
     ("gpuwarden-watch.service", include_str!("../../../systemd/gpuwarden-watch.service")),
     ("gpuwarden-live.service", include_str!("../../../systemd/gpuwarden-live.service")),
+    ("gpuwarden-broker.socket", include_str!("../../../systemd/gpuwarden-broker.socket")),
+    ("gpuwarden-broker.service", include_str!("../../../systemd/gpuwarden-broker.service")),
 ];
 
 /// `systemctl enable --now ...` for every unit.
@@ -220,7 +222,7 @@ mod tests {
     #[test]
     fn units_name_the_binaries_where_install_puts_them() {
         for (name, text) in UNITS.iter().filter(|(n, _)| n.ends_with(".service")) {
-            assert!(text.contains("ExecStart=/usr/local/bin/gpuwarden "), "{name} runs gpuwarden from /usr/local/bin");
+            assert!(text.contains("ExecStart=/usr/local/bin/gpuwarden"), "{name} runs gpuwarden from /usr/local/bin");
         }
     }
 }

@@ -93,7 +93,8 @@ pub enum Command {
     /// overwritten), the systemd units (gpuwarden-mps.service: the MPS daemon;
     /// gpuwarden-cdi-refresh.service and gpuwarden-cdi-refresh.path: the CDI spec at boot and
     /// when the driver changes; gpuwarden-watch.service: the watchdog; gpuwarden-live.service:
-    /// the live view of GPU memory for admission), the CDI spec,
+    /// the live view of GPU memory for admission; gpuwarden-broker.socket and
+    /// gpuwarden-broker.service: admission for rootless containers), the CDI spec,
     /// and for Podman the hooks.d file, for Docker the runtime in /etc/docker/daemon.json
     /// (merged: every other key kept, the old file backed up). A record of what was put
     /// where lets `uninstall` take exactly that away. Nothing changes if any piece is

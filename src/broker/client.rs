@@ -1,0 +1,57 @@
+//! The hook's side: whether to go through the broker, and one request.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Answer, Request, SOCKET_UNIT};
+
+/// How long admission may take at the broker (it waits for the ledger's lock).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The broker could not be asked: the hook refuses, naming what to start.
+#[derive(Debug, thiserror::Error)]
+#[error("the admission broker does not answer at {} ({why}): rootless containers are admitted through it; start it with `systemctl start {SOCKET_UNIT}` (or run `gpuwarden-hook broker` as root)", socket.display())]
+pub struct BrokerDown {
+    pub socket: PathBuf,
+    pub why: String,
+}
+
+/// True in a user namespace other than the initial one, as rootless Podman's
+/// hooks run: there the ledger is root's, and admission goes through the broker.
+pub fn in_user_namespace(uid_map: &str) -> bool {
+    let first: Vec<&str> = uid_map.split_whitespace().collect();
+    first != ["0", "0", "4294967295"]
+}
+
+/// Sends `request` to the broker at `socket` and reads its answer.
+pub fn ask(socket: &Path, request: &Request) -> Result<Answer, BrokerDown> {
+    let down = |why: String| BrokerDown { socket: socket.to_path_buf(), why };
+    let mut stream = UnixStream::connect(socket).map_err(|e| down(format!("connect: {e}")))?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| down(e.to_string()))?;
+    let body = serde_json::to_vec(request).expect("a request serializes");
+    stream.write_all(&body).and_then(|()| stream.shutdown(std::net::Shutdown::Write)).map_err(|e| down(format!("send: {e}")))?;
+    let mut answer = Vec::new();
+    stream.take(64 << 10).read_to_end(&mut answer).map_err(|e| down(format!("no answer: {e}")))?;
+    serde_json::from_slice(&answer).map_err(|e| down(format!("an answer that is not the broker's: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_initial_namespace_is_told_from_rootless_ones() {
+        assert!(!in_user_namespace("         0          0 4294967295\n"));
+        assert!(in_user_namespace("         0       1000          1\n         1     100000      65536\n"));
+        assert!(in_user_namespace(""), "unreadable: not the initial one");
+    }
+
+    #[test]
+    fn a_broker_that_is_not_there_is_named_with_the_unit() {
+        let e = ask(Path::new("/nonexistent/broker.sock"), &Request::Release { state: serde_json::json!({}) }).unwrap_err().to_string();
+        assert!(e.starts_with("the admission broker does not answer at /nonexistent/broker.sock (connect: "), "{e}");
+        assert!(e.contains("systemctl start gpuwarden-broker.socket"), "{e}");
+    }
+}

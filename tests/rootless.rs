@@ -1,0 +1,394 @@
+//! Rootless Podman as a desktop user runs it: the real unprivileged user
+//! `gwrootless` with subuids (scripts/setup.sh makes it), Podman 4.3.1
+//! rootless with runc, gpuwarden's admission broker running as root, and one
+//! ledger shared with rootful Podman. The spec's device nodes are at their
+//! real /dev paths (rootless Podman bind-mounts `path`): the test makes the
+//! ones that are missing and removes them again.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const USER: &str = "gwrootless";
+const IMAGE: &str = "localhost/gpuwarden-rootless-busybox:latest";
+const SPEC: &str = "/var/run/cdi/gpuwarden-test.yaml";
+const NODES: &[(&str, u64, u64)] = &[("nvidia0", 195, 0), ("nvidiactl", 195, 255), ("nvidia-uvm", 511, 0), ("nvidia-uvm-tools", 511, 1), ("nvidia-modeset", 195, 254)];
+
+/// `'a'` quoting for a login shell's command line.
+fn quote(args: &[&str]) -> String {
+    args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
+}
+
+/// `args` run as the user, in a login shell as `su -` gives it.
+fn as_user(args: &[&str]) -> Output {
+    Command::new("runuser").args(["-l", USER, "-c", &quote(args)]).output().expect("runuser (util-linux)")
+}
+
+fn uid() -> u32 {
+    nix::unistd::User::from_name(USER).unwrap().unwrap_or_else(|| panic!("user {USER} exists: scripts/setup.sh makes it")).uid.as_raw()
+}
+
+struct Rootless {
+    dir: tempfile::TempDir,
+    config: String,
+    socket: PathBuf,
+    hooks: String,
+    broker: Option<Child>,
+    made_nodes: Vec<PathBuf>,
+    user_names: Vec<String>,
+    root_names: Vec<String>,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Rootless {
+    fn new(test: &str) -> Option<Rootless> {
+        if !is_root() {
+            skip(test, "the broker, /dev nodes, /var/run/cdi and the test user need root");
+            return None;
+        }
+        let lock = process_lock("podman-cdi");
+        let _ = uid();
+        let made_nodes = NODES
+            .iter()
+            .filter(|(n, _, _)| !Path::new("/dev").join(n).exists())
+            .map(|(n, major, minor)| {
+                let p = Path::new("/dev").join(n);
+                nix::sys::stat::mknod(&p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(*major, *minor)).unwrap();
+                nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &p, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::FchmodatFlags::FollowSymlink).unwrap();
+                p
+            })
+            .collect();
+        let dir = tempfile::Builder::new().prefix("gwrootless").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let d = dir.path().display();
+        let socket = dir.path().join("broker.sock");
+        // Nine GiB to share: three ComfyUI workers of 3 GiB.
+        let config = write(
+            dir.path(),
+            "config.toml",
+            &format!(
+                "inventory = \"builtin:rtx4070\"\nstate_dir = \"{d}/state\"\n[mps]\npipe_directory = \"{d}/mps/pipe\"\nlog_directory = \"{d}/mps/log\"\nshm_directory = \"{d}/mps/shm\"\n[broker]\nsocket = \"{}\"\n[budget.reserves]\nsystem = \"3GiB\"\n",
+                socket.display()
+            ),
+        );
+        let mut w = Rootless { hooks: format!("{d}/hooks.d"), dir, config, socket, broker: None, made_nodes, user_names: Vec::new(), root_names: Vec::new(), _lock: lock };
+        let f = driver_fixture();
+        let _ = std::fs::remove_file(SPEC);
+        let (hook, launcher) = (dist("gpuwarden-hook"), dist("gpuwarden-launch"));
+        let o = gpuwarden(
+            &["--config", &w.config, "cdi", "generate", "--driver-root", f.root.to_str().unwrap(), "--dev-root", "/", "--output", SPEC, "--hook-path", hook.to_str().unwrap(), "--launcher-path", launcher.to_str().unwrap()],
+            b"",
+        );
+        assert!(o.status.success(), "cdi generate: {}", stderr(&o));
+        let o = gpuwarden(&["--config", &w.config, "podman", "install-hook", "--hooks-dir", &w.hooks, "--hook-path", hook.to_str().unwrap(), "--launcher-path", launcher.to_str().unwrap()], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = gpuwarden(&["--config", &w.config, "mps", "start"], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        w.start_broker();
+        // Everything the user's hooks read: the config, the hooks.d file; the MPS folders' parents.
+        let o = Command::new("chmod").args(["-R", "a+rX"]).arg(w.dir.path()).output().unwrap();
+        assert!(o.status.success());
+        user_image();
+        Some(w)
+    }
+
+    fn start_broker(&mut self) {
+        let child = Command::new(dist("gpuwarden-hook")).args(["broker", "--config", &self.config]).env_remove("GPUWARDEN_CONFIG").stderr(Stdio::null()).spawn().unwrap();
+        self.broker = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&self.socket).is_err() {
+            assert!(Instant::now() < deadline, "the broker did not listen on {}", self.socket.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop_broker(&mut self) {
+        if let Some(mut b) = self.broker.take() {
+            let _ = b.kill();
+            let _ = b.wait();
+        }
+    }
+
+    /// `podman run` as the user (`-d` when `detach`), named NAME.
+    fn user_run(&mut self, name: &str, args: &[&str], cmd: &[&str], detach: bool) -> Output {
+        let full = format!("gwtest-{}-{name}", std::process::id());
+        self.user_names.push(full.clone());
+        let mut a = vec!["podman", "--runtime", "runc", "--hooks-dir", &self.hooks, "run", "--name", &full, "--network", "none"];
+        if detach {
+            a.push("-d");
+        }
+        a.extend_from_slice(args);
+        a.push(IMAGE);
+        a.extend_from_slice(cmd);
+        let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        as_user(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// `podman run -d` as root, with the same spec and hooks.
+    fn root_start(&mut self, name: &str) -> Output {
+        let full = format!("gwtest-{}-{name}", std::process::id());
+        self.root_names.push(full.clone());
+        busybox_image("localhost/gpuwarden-test-busybox:latest", |_| {});
+        Command::new("podman")
+            .args(["--runtime", "runc", "--hooks-dir", &self.hooks, "run", "-d", "--name", &full, "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+            .args(["--device", "nvidia.com/gpu=comfyui", "localhost/gpuwarden-test-busybox:latest", "sh", "-c", "sleep 600"])
+            .output()
+            .unwrap()
+    }
+
+    fn reservations(&self) -> Vec<serde_json::Value> {
+        let o = gpuwarden(&["--config", &self.config, "status", "--json"], b"");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["gpus"][0]["reservations"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Rootless {
+    fn drop(&mut self) {
+        for n in &self.user_names {
+            let _ = as_user(&["podman", "rm", "-f", "-t", "0", n]);
+        }
+        for n in &self.root_names {
+            let id = stdout(&Command::new("podman").args(["inspect", "--format", "{{.Id}}", n]).output().unwrap()).trim().to_string();
+            let _ = Command::new("podman").args(["rm", "-f", "-t", "0", n]).output();
+            if !id.is_empty() && Path::new("/run/runc").join(&id).exists() {
+                let _ = Command::new("runc").args(["delete", "--force", &id]).output();
+            }
+        }
+        self.stop_broker();
+        let _ = gpuwarden(&["--config", &self.config, "mps", "stop"], b"");
+        let _ = std::fs::remove_file(SPEC);
+        for p in &self.made_nodes {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A busybox image in the user's own storage.
+fn user_image() {
+    if as_user(&["podman", "image", "exists", IMAGE]).status.success() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    let tar = dir.path().join("root.tar");
+    assert!(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+    std::fs::set_permissions(&tar, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let o = as_user(&["podman", "import", "-q", tar.to_str().unwrap(), IMAGE]);
+    assert!(o.status.success(), "podman import as {USER}: {}", stderr(&o));
+}
+
+/// gpuwarden's line in Podman's output.
+fn refusal(o: &Output) -> String {
+    assert!(!o.status.success(), "expected a refusal, got success: {}", stdout(o));
+    let err = stderr(o);
+    let line = err.lines().find(|l| l.contains("gpuwarden: ")).unwrap_or_else(|| panic!("podman run did not show gpuwarden's line: {err}"));
+    line[line.find("gpuwarden: ").unwrap()..].to_string()
+}
+
+#[test]
+fn rootless_and_rootful_containers_share_one_budget_and_the_user_sees_the_refusal() {
+    let Some(mut w) = Rootless::new("rootless_and_rootful_containers_share_one_budget_and_the_user_sees_the_refusal") else { return };
+    let sleep = ["sh", "-c", "sleep 600"];
+    for n in ["u1", "u2"] {
+        let o = w.user_run(n, &["--device", "nvidia.com/gpu=comfyui"], &sleep, true);
+        assert!(o.status.success(), "rootless {n}: {}", stderr(&o));
+    }
+    let o = w.root_start("r1");
+    assert!(o.status.success(), "rootful: {}", stderr(&o));
+    let held = w.reservations();
+    assert_eq!(held.len(), 3, "{held:?}");
+    let by_user = held.iter().filter(|r| r["holder"]["uid"] == uid() && r["holder"]["user"] == USER).count();
+    assert_eq!(by_user, 2, "the rootless ones are recorded with the user: {held:?}");
+    // The user reads the budget and who holds it, without writing anything.
+    let o = Command::new("runuser").args(["-u", USER, "--", bin(), "--config", &w.config, "status"]).output().unwrap();
+    assert!(o.status.success(), "status as {USER}: {}", stderr(&o));
+    let rows: Vec<String> = stdout(&o).lines().filter(|l| l.contains("comfyui") && l.contains("25%")).map(str::to_owned).collect();
+    assert_eq!(rows.iter().filter(|l| l.split_whitespace().nth(2) == Some(USER)).count(), 2, "{rows:?}");
+    assert_eq!(rows.iter().filter(|l| l.split_whitespace().nth(2) == Some("root")).count(), 1, "{rows:?}");
+    // The fourth, rootless: refused with the numbers, on the user's own podman run.
+    let o = w.user_run("u3", &["--device", "nvidia.com/gpu=comfyui"], &sleep, true);
+    let line = refusal(&o);
+    assert!(line.contains("(comfyui) on GPU 0 (RTX 4070): needs 3.0 GiB pinned memory, 0 B left of 9.0 GiB"), "{line}");
+    assert!(line.contains("held by "), "{line}");
+    // Rootful, too.
+    let o = w.root_start("r2");
+    assert!(refusal(&o).contains("0 B left of 9.0 GiB"), "{}", stderr(&o));
+    assert_eq!(w.reservations().len(), 3);
+    // podman rm as the user releases through the broker.
+    let o = as_user(&["podman", "rm", "-f", "-t", "0", &format!("gwtest-{}-u1", std::process::id())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(w.reservations().len(), 2, "released");
+}
+
+#[test]
+fn the_profile_holds_inside_a_rootless_container() {
+    let Some(mut w) = Rootless::new("the_profile_holds_inside_a_rootless_container") else { return };
+    let script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; env | grep CUDA_MPS_ | sort; if touch /x 2>/dev/null; then echo root-writable; else echo root-read-only; fi";
+    let o = w.user_run("profile", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", script], false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for want in ["CapEff:\t0000000000000000", "NoNewPrivs:\t1", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=3G", "root-read-only"] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(stderr(&o).contains("gpuwarden-launch: Landlock ABI "), "the launcher's line: {}", stderr(&o));
+    assert!(w.reservations().is_empty(), "--rm released it");
+}
+
+#[test]
+fn with_the_broker_down_a_rootless_container_is_refused_naming_the_unit_and_admitted_once_it_is_up() {
+    let Some(mut w) = Rootless::new("with_the_broker_down_a_rootless_container_is_refused_naming_the_unit_and_admitted_once_it_is_up") else { return };
+    w.stop_broker();
+    let o = w.user_run("down", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "echo ran"], false);
+    let line = refusal(&o);
+    assert!(line.starts_with("gpuwarden: refused "), "{line}");
+    assert!(
+        line.contains(&format!("the admission broker does not answer at {} (connect: ", w.socket.display()))
+            && line.contains("rootless containers are admitted through it; start it with `systemctl start gpuwarden-broker.socket` (or run `gpuwarden-hook broker` as root)"),
+        "{line}"
+    );
+    assert!(!stdout(&o).contains("ran"));
+    w.start_broker();
+    let o = w.user_run("up", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "echo ran"], false);
+    assert!(o.status.success() && stdout(&o).contains("ran"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_killed_conmon_leaves_a_reservation_the_next_admission_reclaims() {
+    let Some(mut w) = Rootless::new("a_killed_conmon_leaves_a_reservation_the_next_admission_reclaims") else { return };
+    let o = w.user_run("victim", &["--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "sleep 600"], true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(w.reservations().len(), 1);
+    // conmon and the container's process die without poststop, as on a crash.
+    let pids = stdout(&as_user(&["podman", "inspect", "--format", "{{.State.ConmonPid}} {{.State.Pid}}", &format!("gwtest-{}-victim", std::process::id())]));
+    let pids: Vec<i32> = pids.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for pid in &pids {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| gpuwarden::proc::Processes::start_time(&gpuwarden::proc::ProcFs, *p).is_some()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(w.reservations().len(), 1, "no poststop ran: the reservation stays");
+    let o = w.user_run("next", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "echo ran"], false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(w.reservations().is_empty(), "the stale one was reclaimed: {:?}", w.reservations());
+}
+
+/// `gpuwarden-hook STAGE --via-broker` run by the user from a shell, not by a runtime.
+fn forged(w: &Rootless, stage: &str, state: &serde_json::Value) -> Output {
+    let mut c = Command::new("runuser");
+    c.args(["-u", USER, "--", dist("gpuwarden-hook").to_str().unwrap(), stage, "--config", &w.config, "--via-broker"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(state.to_string().as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn forged_requests_are_refused_and_do_not_stall_a_real_admission() {
+    let Some(mut w) = Rootless::new("forged_requests_are_refused_and_do_not_stall_a_real_admission") else { return };
+    // A bundle the user can read, for a container that is not theirs.
+    let bundle = w.dir.path().join("forged");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let cfg = serde_json::json!({"process": {"env": ["GPUWARDEN_PROFILE=comfyui"], "args": ["/usr/libexec/gpuwarden/gpuwarden-launch"]}, "root": {"path": "rootfs", "readonly": true}, "linux": {"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}]}});
+    std::fs::write(bundle.join("config.json"), cfg.to_string()).unwrap();
+    let o = Command::new("chmod").args(["-R", "a+rX"]).arg(&bundle).output().unwrap();
+    assert!(o.status.success());
+    // A process of root's and one of another user's (nobody): refused, nothing held.
+    let state = |id: &str, pid: u32| serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": pid, "bundle": bundle});
+    let mut roots = Command::new("sleep").arg("60").spawn().unwrap();
+    let mut nobodys = Command::new("runuser").args(["-u", "nobody", "--", "sleep", "60"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for (who, pid) in [("root", roots.id()), ("nobody", nobodys.id())] {
+        let o = forged(&w, "admit", &state("f0f0f0f0f0f0f0f0", pid));
+        assert_one_line_error(&o, &format!("refused f0f0f0f0f0f0: process {pid} is not in a user namespace of uid {}'s (its owner is uid 0)", uid()));
+        assert!(w.reservations().is_empty(), "{who}'s process got nothing held");
+    }
+    let _ = (roots.kill(), nobodys.kill(), roots.wait(), nobodys.wait());
+    // A rootful container's reservation: the user cannot release it.
+    let o = w.root_start("rootful");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rootful = w.reservations()[0]["id"].as_str().unwrap().to_string();
+    let o = forged(&w, "release", &serde_json::json!({"ociVersion": "1.0.2", "id": rootful, "status": "stopped", "bundle": ""}));
+    assert_one_line_error(&o, &format!("it is held by root (a rootful container), not by uid {}", uid()));
+    assert_eq!(w.reservations().len(), 1, "still held");
+
+    // 100 connections that never finish, a 10 MB request, a request that never ends:
+    // a real rootless admission still completes meanwhile.
+    let hung: Vec<UnixStream> = (0..100).map(|_| UnixStream::connect(&w.socket).unwrap()).collect();
+    let mut huge = UnixStream::connect(&w.socket).unwrap();
+    let sent = huge.write_all(&vec![b' '; 10 << 20]);
+    let mut slow = UnixStream::connect(&w.socket).unwrap();
+    slow.write_all(b"{\"stage\":\"admit\"").unwrap();
+    let start = Instant::now();
+    let o = w.user_run("real", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "echo ran"], false);
+    assert!(o.status.success() && stdout(&o).contains("ran"), "{}", stderr(&o));
+    assert!(start.elapsed() < Duration::from_secs(20), "not stalled: {:?}", start.elapsed());
+    let mut answer = String::new();
+    if sent.is_ok() {
+        let _ = huge.shutdown(std::net::Shutdown::Write);
+    }
+    let _ = huge.read_to_string(&mut answer);
+    assert!(answer.contains("larger than") || sent.is_err(), "the 10 MB request: {answer}");
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert!(answer.contains("did not arrive within"), "{answer}");
+    drop(hung);
+}
+
+#[test]
+fn beside_a_root_mps_server_a_rootless_container_is_refused_by_its_host_uid() {
+    let Some(mut w) = Rootless::new("beside_a_root_mps_server_a_rootless_container_is_refused_by_its_host_uid") else { return };
+    let server = root_stand_in_server(&w.config, &w.dir.path().join("mps"), w.dir.path());
+    // Its root is the user on the host, not uid 0: MPS would queue it behind root's server.
+    let o = w.user_run("queued", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "echo ran"], false);
+    let line = refusal(&o);
+    assert!(line.contains(&format!("MPS would not hold: an MPS server for uid 0 is active (pid {server})")), "{line}");
+    assert!(line.contains(&format!("a client of host uid {} (uid 0 in the container) would wait", uid())), "{line}");
+    assert!(line.contains("--userns keep-id"), "{line}");
+    assert!(w.reservations().is_empty());
+    let _ = gpuwarden(&["--config", &w.config, "mps", "stop"], b"");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::Signal::SIGKILL);
+}
+
+#[test]
+fn the_broker_serves_the_socket_systemd_passes_it() {
+    if !is_root() {
+        skip("the_broker_serves_the_socket_systemd_passes_it", "the broker runs as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let activated = dir.path().join("activated.sock");
+    // The broker's own config names another socket: it must not bind that one.
+    let broker_config = write(dir.path(), "broker.toml", &format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{d}/state\"\n[broker]\nsocket = \"{d}/never.sock\"\n"));
+    let client_config = write(dir.path(), "client.toml", &format!("inventory = \"builtin:rtx4070\"\n[broker]\nsocket = \"{}\"\n", activated.display()));
+    let mut activator = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&activated)
+        .arg(dist("gpuwarden-hook"))
+        .args(["broker", "--config", &broker_config])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate (Debian's systemd package, scripts/setup.sh)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !activated.exists() {
+        assert!(Instant::now() < deadline, "systemd-socket-activate did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = hook(&["release", "--config", &client_config, "--via-broker"], br#"{"ociVersion":"1.0.2","id":"5ca1ab1e00000000","status":"stopped","bundle":""}"#);
+    let _ = (activator.kill(), activator.wait());
+    assert!(o.status.success(), "the broker answered through the inherited socket: {}", stderr(&o));
+    assert!(!dir.path().join("never.sock").exists(), "it served systemd's socket, not one of its own");
+}
