@@ -4,6 +4,7 @@
 //! Container start: OCI state + config -> [`config`] profile -> [`policy`] ->
 //! [`budget`] against the [`ledger`] -> a verdict, through the [`hook`]s.
 
+pub mod access;
 pub mod broker;
 pub mod budget;
 pub mod cdi;
@@ -30,3 +31,4 @@ pub mod watch;
 pub mod size;
 pub mod status;
 pub mod text;
+pub mod users;

@@ -363,6 +363,28 @@ fn beside_a_root_mps_server_a_rootless_container_is_refused_by_its_host_uid() {
 }
 
 #[test]
+fn who_may_use_what_is_enforced_for_rootless_users_with_the_rule_named() {
+    let Some(mut w) = Rootless::new("who_may_use_what_is_enforced_for_rootless_users_with_the_rule_named") else { return };
+    let base = std::fs::read_to_string(&w.config).unwrap();
+    let run = |w: &mut Rootless, name: &str| w.user_run(name, &["--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "sleep 600"], true);
+    // A group the user is not in.
+    std::fs::write(&w.config, format!("{base}[profiles.comfyui]\nallow = [\"@gpu-users\"]\n")).unwrap();
+    let line = refusal(&run(&mut w, "outside"));
+    assert!(line.ends_with(&format!("(comfyui): user {USER} (uid {}) may not use profile comfyui: [profiles.comfyui] allow = [\"@gpu-users\"] in gpuwarden's config.toml", uid())), "{line}");
+    assert!(w.reservations().is_empty());
+    // Named, with a cap of one worker's share.
+    std::fs::write(&w.config, format!("{base}[budget.per_user]\nthreads = 25\n[profiles.comfyui]\nallow = [\"{USER}\"]\n")).unwrap();
+    let o = run(&mut w, "named");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = refusal(&run(&mut w, "second"));
+    assert!(line.ends_with(&format!("(comfyui): user {USER} (uid {}) would hold 50% and 6.0 GiB in 2 containers, more than [budget] per_user allows (threads = 25)", uid())), "{line}");
+    // Root's containers are not the user's: the cap does not count them, nor stop them.
+    let o = w.root_start("root");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(w.reservations().len(), 2);
+}
+
+#[test]
 fn the_broker_serves_the_socket_systemd_passes_it() {
     if !is_root() {
         skip("the_broker_serves_the_socket_systemd_passes_it", "the broker runs as root");

@@ -132,6 +132,17 @@ fn the_podman_4_3_units_pass_systemd_and_say_what_the_quadlets_say() {
     std::os::unix::fs::symlink("comfyui@.service", units.path().join("comfyui@8188.service")).unwrap();
     let o = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(units.path().join("comfyui@8188.service")).arg(units.path().join("blender-render.service")).output().expect("systemd-analyze (scripts/setup.sh installs systemd)");
     assert!(o.status.success() && stderr(&o).is_empty() && stdout(&o).is_empty(), "systemd-analyze verify: {}{}", stdout(&o), stderr(&o));
+    // The same files as a user's units (rootless Podman), checked by the user's own systemd-analyze.
+    if is_root() && nix::unistd::User::from_name("gwrootless").ok().flatten().is_some() {
+        let runtime = tempfile::tempdir().unwrap();
+        nix::unistd::chown(runtime.path(), nix::unistd::User::from_name("gwrootless").unwrap().map(|u| u.uid), None).unwrap();
+        let o = Command::new("chmod").args(["-R", "a+rX"]).arg(units.path()).output().unwrap();
+        assert!(o.status.success());
+        let check = format!("XDG_RUNTIME_DIR={} systemd-analyze --user verify --man=no {}/comfyui@8188.service {}/blender-render.service", runtime.path().display(), units.path().display(), units.path().display());
+        let o = Command::new("runuser").args(["-l", "gwrootless", "-c", &check]).output().unwrap();
+        assert!(o.status.success() && stderr(&o).is_empty(), "as user units: {}{}", stdout(&o), stderr(&o));
+    }
+    assert!(std::fs::read_to_string(repo().join("podman/systemd/comfyui@.service")).unwrap().contains("WantedBy=default.target"), "enabled by the system's and a user's manager alike");
     for (quadlet, unit) in [("comfyui@.container", "comfyui@.service"), ("blender-render.container", "blender-render.service")] {
         let q = std::fs::read_to_string(repo().join("podman/quadlet").join(quadlet)).unwrap();
         let u = std::fs::read_to_string(repo().join("podman/systemd").join(unit)).unwrap();

@@ -3,7 +3,8 @@
 
 use super::{may_act_for, Answer, Caller, Request};
 use crate::hook::{admit_config, release_state, HookEnv};
-use crate::ledger::{Holder, LedgerStore};
+use crate::access::Who;
+use crate::ledger::LedgerStore;
 use crate::oci::{short_id, ContainerConfig, HookState};
 
 /// Answers `request` from `caller`. `owner_of` tells the uid owning a
@@ -30,8 +31,9 @@ pub fn handle(caller: &Caller, request: Request, env: &HookEnv, owner_of: &dyn F
                 Ok(c) => c,
                 Err(e) => return refuse(format!("refused {id}: {e}")),
             };
-            let holder = (caller.uid != 0).then(|| Holder { uid: caller.uid, user: caller.user.clone() });
-            match admit_config(&state, &cfg, env, holder) {
+            // Root's containers are the administrator's: no user rules, nothing recorded.
+            let user = (caller.uid != 0).then(|| Who { uid: caller.uid, user: caller.user.clone(), groups: caller.groups.clone() });
+            match admit_config(&state, &cfg, env, user.as_ref()) {
                 Ok(admission) => {
                     tracing::info!("{who}: {admission:?}");
                     Answer::ok()
@@ -87,13 +89,13 @@ mod tests {
         let inventory = |c: &Config| crate::hook::load_inventory(None, c);
         let daemon = |_: &crate::config::MpsConfig| Err(crate::mps::ProbeError::NotListening { path: "/x".into(), errno: nix::Error::ENOENT });
         let env = HookEnv { settings: &settings, state_dir: None, processes: &procs, inventory: &inventory, daemon: &daemon, now: 5 };
-        let ana = Caller { uid: 1000, pid: 99, user: Some("ana".into()) };
+        let ana = Caller { uid: 1000, pid: 99, user: Some("ana".into()), groups: vec![] };
         let owned_by = |uid: u32| move |_: i32| Some(uid);
 
         let a = handle(&ana, admit_request("c0ffee0000000000"), &env, &owned_by(1000));
         assert_eq!(a, Answer::ok(), "{a:?}");
         let ledger = LedgerStore::new(dir.path()).read().unwrap();
-        assert_eq!(ledger.reservations[0].holder, Some(Holder { uid: 1000, user: Some("ana".into()) }));
+        assert_eq!(ledger.reservations[0].holder, Some(crate::ledger::Holder { uid: 1000, user: Some("ana".into()) }));
 
         // A pid in someone else's namespace is refused, and nothing is held for it.
         let a = handle(&ana, admit_request("bad0000000000000"), &env, &owned_by(0));
@@ -102,7 +104,7 @@ mod tests {
 
         // Only ana (or root) releases ana's.
         let release = Request::Release { state: serde_json::json!({"ociVersion": "1.0.2", "id": "c0ffee0000000000", "status": "stopped", "bundle": ""}) };
-        let bob = Caller { uid: 1001, pid: 98, user: Some("bob".into()) };
+        let bob = Caller { uid: 1001, pid: 98, user: Some("bob".into()), groups: vec![] };
         let a = handle(&bob, release.clone(), &env, &owned_by(1001));
         assert_eq!(a.line, "refused to release c0ffee000000: it is held by ana (uid 1000), not by uid 1001");
         assert_eq!(handle(&ana, release, &env, &owned_by(1000)), Answer::ok());

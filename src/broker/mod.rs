@@ -83,6 +83,8 @@ pub struct Caller {
     pub uid: u32,
     pub pid: i32,
     pub user: Option<String>,
+    /// The groups the user is in, by name (for `[profiles.NAME] allow`).
+    pub groups: Vec<String>,
 }
 
 /// Whether `caller` may act for the container whose process runs in a user
@@ -105,7 +107,7 @@ mod tests {
     use super::*;
 
     fn user(uid: u32) -> Caller {
-        Caller { uid, pid: 1234, user: Some("ana".into()) }
+        Caller { uid, pid: 1234, user: Some("ana".into()), groups: vec![] }
     }
 
     #[test]

@@ -109,8 +109,9 @@ fn connection(stream: UnixStream, env: &ServeEnv) {
 /// The caller, as the kernel saw it connect (translated into this namespace).
 fn peer(stream: &UnixStream) -> nix::Result<Caller> {
     let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
-    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(cred.uid())).ok().flatten().map(|u| u.name);
-    Ok(Caller { uid: cred.uid(), pid: cred.pid(), user })
+    // The user's groups as the group file says (not the caller's process, which may have dropped some).
+    let (user, groups) = crate::users::lookup(Path::new("/"), cred.uid()).map_or((None, Vec::new()), |(a, g)| (Some(a.name), g));
+    Ok(Caller { uid: cred.uid(), pid: cred.pid(), user, groups })
 }
 
 /// Reads one request, whole within [`REQUEST_TIMEOUT`] and [`MAX_REQUEST`] bytes.

@@ -139,6 +139,9 @@ pub struct BudgetConfig {
     pub reserves: BTreeMap<String, ByteSize>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub gpu: BTreeMap<String, GpuBudget>,
+    /// The most one user may hold across the GPUs (rootless containers); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_user: Option<crate::access::UserCap>,
 }
 
 /// A GPU's own budget, where it differs from the common one.
@@ -244,6 +247,7 @@ struct RawBudget {
     reserves: Option<BTreeMap<String, ByteSize>>,
     #[serde(default)]
     gpu: BTreeMap<String, GpuBudget>,
+    per_user: Option<crate::access::UserCap>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +290,7 @@ impl Default for Config {
                 max_clients: ClientCount::MAX,
                 reserves: BTreeMap::from([("system".to_string(), ByteSize::mib(512))]),
                 gpu: BTreeMap::new(),
+                per_user: None,
             },
             profiles: builtin_profiles()
                 .into_iter()
@@ -365,6 +370,7 @@ impl Config {
             b.reserves = reserves;
         }
         b.gpu = raw.budget.gpu;
+        b.per_user = raw.budget.per_user;
         for (name, raw_profile) in raw.profiles {
             let merged = Profile::merged(config.profiles.get(&name), raw_profile).map_err(|field| ConfigError::MissingField {
                 path: path.to_path_buf(),
@@ -396,6 +402,19 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("/etc/gpuwarden/config.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn who_may_use_what_is_read_and_checked_where_it_is_written() {
+        let c = parse("[profiles.comfyui]\nallow = [\"@gpu-users\", \"ana\"]\n[budget.per_user]\nthreads = 50\npinned_memory = \"6GiB\"\n").unwrap();
+        assert_eq!(c.profile("comfyui").unwrap().allow, ["@gpu-users", "ana"]);
+        assert!(c.profile("blender").unwrap().allow.is_empty(), "the others stay open");
+        let cap = c.budget.per_user.unwrap();
+        assert_eq!((cap.threads.map(|t| t.get()), cap.pinned_memory), (Some(50), Some(ByteSize::gib(6))));
+        assert_eq!(Config::default().budget.per_user, None, "by default nobody is capped");
+        let e = parse("[budget.per_user]\nthreads = 500\n").unwrap_err();
+        assert!(e.contains(":2:"), "line and column: {e}");
+        assert!(parse("[budget.per_user]\ngpus = 1\n").unwrap_err().contains("gpus"));
     }
 
     #[test]

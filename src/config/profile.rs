@@ -18,6 +18,10 @@ pub struct Profile {
     /// The capabilities a container of this profile may keep; all others are dropped.
     pub capabilities: BTreeSet<Capability>,
     pub landlock: LandlockPaths,
+    /// The local users (`ana`) and groups (`@gpu-users`) who may use it through
+    /// rootless Podman; empty: everyone (see [`crate::access`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
 }
 
 /// What the launcher opens to the workload (Landlock); everything else is
@@ -75,6 +79,7 @@ pub struct RawProfile {
     pub pinned_memory: Option<PinnedMemory>,
     pub capabilities: Option<BTreeSet<Capability>>,
     pub landlock: Option<LandlockPaths>,
+    pub allow: Option<Vec<String>>,
 }
 
 fn paths(list: &[&str]) -> Vec<AbsPath> {
@@ -97,6 +102,7 @@ fn builtin(threads: u32, pinned_gib: u64, write: &[&str], bind: &[u16]) -> Profi
             connect: Vec::new(),
             require: Require::Abi1,
         },
+        allow: Vec::new(),
     }
 }
 
@@ -120,6 +126,7 @@ impl Profile {
             pinned_memory,
             capabilities: raw.capabilities.or(base.map(|b| b.capabilities.clone())).unwrap_or_default(),
             landlock: raw.landlock.or(base.map(|b| b.landlock.clone())).unwrap_or_default(),
+            allow: raw.allow.or(base.map(|b| b.allow.clone())).unwrap_or_default(),
         })
     }
 }

@@ -54,6 +54,8 @@ pub enum AdmitError {
     Violation { id: String, profile: String, violation: Violation },
     #[error("refused {id} ({profile}): {why}")]
     Gpu { id: String, profile: String, why: String },
+    #[error("refused {id} ({profile}): {why}")]
+    Access { id: String, profile: String, why: String },
     #[error("refused {id} ({profile}): MPS would not hold: {why}")]
     Mps { id: String, profile: String, why: String },
     #[error("refused {id} ({profile}): the GPUs are unknown: {source}")]
@@ -68,7 +70,7 @@ impl AdmitError {
     /// A verdict on the container (its profile, its conformance, the GPU, MPS,
     /// the budget), as opposed to input or state that could not be read.
     pub fn is_verdict(&self) -> bool {
-        matches!(self, AdmitError::Precreate { .. } | AdmitError::Profile { .. } | AdmitError::Violation { .. } | AdmitError::Gpu { .. } | AdmitError::Mps { .. } | AdmitError::Budget(_))
+        matches!(self, AdmitError::Precreate { .. } | AdmitError::Profile { .. } | AdmitError::Violation { .. } | AdmitError::Gpu { .. } | AdmitError::Access { .. } | AdmitError::Mps { .. } | AdmitError::Budget(_))
     }
 }
 
@@ -92,8 +94,9 @@ pub fn admit(input: &[u8], env: &HookEnv) -> Result<Admission, AdmitError> {
 }
 
 /// Admits the container of `state` whose config is `cfg` (read by the hook,
-/// or sent to the broker), recording `holder` with its reservation.
-pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, holder: Option<crate::ledger::Holder>) -> Result<Admission, AdmitError> {
+/// or sent to the broker for `who`: then the profile's users and the
+/// per-user cap are checked, and the user is recorded with the reservation).
+pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who: Option<&crate::access::Who>) -> Result<Admission, AdmitError> {
     let name = super::container_name(state, cfg);
     let id = crate::ledger::label(&state.id, name.as_deref());
     if let Some(reason) = cfg.annotation(REFUSAL_ANNOTATION) {
@@ -110,6 +113,9 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, hol
         .expect("the container names a profile");
     let share = conform(cfg, &profile, profile_def)
         .map_err(|violation| AdmitError::Violation { id: id.clone(), profile: profile.clone(), violation })?;
+    if let Some(who) = who {
+        crate::access::may_use(who, &profile, profile_def).map_err(|why| AdmitError::Access { id: id.clone(), profile: profile.clone(), why })?;
+    }
     let gpu_err = |why: String| AdmitError::Gpu { id: id.clone(), profile: profile.clone(), why };
     let pid = state.pid.ok_or_else(|| gpu_err("the OCI state has no pid; run this hook at createRuntime or prestart".into()))?;
     let pid_start = env.processes.start_time(pid).ok_or_else(|| gpu_err(format!("the container's process {pid} is gone")))?;
@@ -152,6 +158,15 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, hol
         tracing::warn!("reclaimed stale reservation {} ({}): process {} is gone", r.label(), r.profile, r.pid);
     }
     locked.ledger.remove(&state.id);
+    if let (Some(who), Some(cap)) = (who, &config.budget.per_user) {
+        let held: Vec<&Reservation> = locked.ledger.reservations.iter().filter(|r| r.holder.as_ref().is_some_and(|h| h.uid == who.uid)).collect();
+        if let Err(why) = crate::access::within_cap(who, cap, &held, &share) {
+            if !stale.is_empty() {
+                locked.save().map_err(ledger_err)?;
+            }
+            return Err(AdmitError::Access { id: id.clone(), profile: profile.clone(), why });
+        }
+    }
     for gpu in &gpus {
         // What runs on the GPU outside the reservations counts beyond the reserves.
         let gpu = gpu.clone().leave_out(|pid| locked.ledger.holds_process(env.processes, pid));
@@ -174,7 +189,7 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, hol
         pid,
         pid_start,
         admitted_at: env.now,
-        holder,
+        holder: who.map(|w| crate::ledger::Holder { uid: w.uid, user: w.user.clone() }),
     };
     locked.ledger.insert(reservation.clone());
     locked.save().map_err(ledger_err)?;

@@ -158,6 +158,6 @@ pub fn root_stand_in_server(config: &str, mps_dir: &Path, scratch: &Path) -> i32
     control.stdin.as_ref().unwrap().write_all(b"start_server -uid 0\n").unwrap();
     assert!(control.wait_with_output().unwrap().status.success());
     let status = mps(&["status"], None);
-    assert!(status.contains("for uid 0"), "a root server runs:\n{status}");
+    assert!(status.contains("for uid 0 (root)"), "a root server runs, named:\n{status}");
     status.split("server pid ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap()
 }

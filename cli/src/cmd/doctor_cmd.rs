@@ -149,22 +149,15 @@ fn nodes(dev: &Path) -> Vec<Node> {
 
 /// The user doctor speaks for: the one behind sudo, else the caller.
 fn user(root: &Path) -> Option<UserFacts> {
-    let by_name = std::env::var("SUDO_USER").ok().and_then(|n| nix::unistd::User::from_name(&n).ok().flatten());
-    let u = by_name.or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten())?;
+    let passwd = std::fs::read_to_string(under(root, Path::new("/etc/passwd"))).ok()?;
+    let by_name = std::env::var("SUDO_USER").ok().and_then(|n| gpuwarden::users::account_by_name(&passwd, &n));
+    let u = by_name.or_else(|| gpuwarden::users::account_by_uid(&passwd, nix::unistd::getuid().as_raw()))?;
     let listed = |file: &str| {
         std::fs::read_to_string(under(root, Path::new(file)))
             .unwrap_or_default()
             .lines()
             .any(|l| l.split(':').next().is_some_and(|who| who == u.name || who == u.uid.to_string()))
     };
-    let groups = std::fs::read_to_string(under(root, Path::new("/etc/group")))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            let member = f.get(3).is_some_and(|m| m.split(',').any(|x| x == u.name)) || f.get(2).is_some_and(|g| *g == u.gid.to_string());
-            member.then(|| f[0].to_string())
-        })
-        .collect();
-    Some(UserFacts { name: u.name.clone(), uid: u.uid.as_raw(), subuids: listed("/etc/subuid"), subgids: listed("/etc/subgid"), groups })
+    let groups = gpuwarden::users::groups_of(&std::fs::read_to_string(under(root, Path::new("/etc/group"))).unwrap_or_default(), &u);
+    Some(UserFacts { name: u.name.clone(), uid: u.uid, subuids: listed("/etc/subuid"), subgids: listed("/etc/subgid"), groups })
 }

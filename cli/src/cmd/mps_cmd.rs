@@ -107,7 +107,8 @@ pub fn render(config: &Config, status: std::result::Result<DaemonStatus, daemon:
         let _ = writeln!(out, "  no MPS servers (one starts when the first CUDA client connects)");
     }
     for (server, clients) in &s.servers {
-        let _ = writeln!(out, "  server pid {} for uid {}: {} client(s) {:?}", server.pid, server.uid, clients.len(), clients);
+        let user = gpuwarden::users::lookup(std::path::Path::new("/"), server.uid).map_or_else(String::new, |(a, _)| format!(" ({})", a.name));
+        let _ = writeln!(out, "  server pid {} for uid {}{user}: {} client(s) {:?}", server.pid, server.uid, clients.len(), clients);
     }
     let _ = writeln!(out, "  a share holds per CUDA process: a container that starts two CUDA processes takes two client slots");
     out
