@@ -441,7 +441,7 @@ fn with_the_daemon_stopped_a_profile_container_is_refused_with_what_to_run() {
 fn a_container_of_another_uid_is_refused_while_a_root_server_is_active() {
     let Some(mut w) = World::new("a_container_of_another_uid_is_refused_while_a_root_server_is_active", true, "") else { return };
     // NVIDIA's real daemon starts a stand-in server of root's (no GPU here).
-    let server_pid = root_stand_in_server(w.mps_config().to_str().unwrap(), &w.mps_dir(), w.dir.path());
+    let server_pid = stand_in_server(w.mps_config().to_str().unwrap(), &w.mps_dir(), w.dir.path(), 0);
     let line = refusal(&w.start("user1000", &["--device", "nvidia.com/gpu=comfyui", "--user", "1000"]));
     assert!(line.contains("MPS would not hold: an MPS server for uid 0 is active (pid "), "{line}");
     assert!(line.contains("run the container as uid 0 (--user 0)"), "{line}");

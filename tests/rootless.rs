@@ -350,7 +350,7 @@ fn forged_requests_are_refused_and_do_not_stall_a_real_admission() {
 #[test]
 fn beside_a_root_mps_server_a_rootless_container_is_refused_by_its_host_uid() {
     let Some(mut w) = Rootless::new("beside_a_root_mps_server_a_rootless_container_is_refused_by_its_host_uid") else { return };
-    let server = root_stand_in_server(&w.config, &w.dir.path().join("mps"), w.dir.path());
+    let server = stand_in_server(&w.config, &w.dir.path().join("mps"), w.dir.path(), 0);
     // Its root is the user on the host, not uid 0: MPS would queue it behind root's server.
     let o = w.user_run("queued", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "echo ran"], false);
     let line = refusal(&o);
@@ -358,6 +358,18 @@ fn beside_a_root_mps_server_a_rootless_container_is_refused_by_its_host_uid() {
     assert!(line.contains(&format!("a client of host uid {} (uid 0 in the container) would wait", uid())), "{line}");
     assert!(line.contains("--userns keep-id"), "{line}");
     assert!(w.reservations().is_empty());
+    let _ = gpuwarden(&["--config", &w.config, "mps", "stop"], b"");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::Signal::SIGKILL);
+
+    // A server of the user's own uid: the same container, run as that uid with
+    // --userns keep-id, is a client of it and admitted.
+    let server = stand_in_server(&w.config, &w.dir.path().join("mps"), w.dir.path(), uid());
+    let o = w.user_run("keep-id", &["--rm", "--userns", "keep-id", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "id -u"], false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), uid().to_string(), "it ran as the user's own uid");
+    // Without keep-id its root is the user too, so it is served by the same server.
+    let o = w.user_run("as-root", &["--rm", "--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "echo ran"], false);
+    assert!(o.status.success(), "{}", stderr(&o));
     let _ = gpuwarden(&["--config", &w.config, "mps", "stop"], b"");
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::Signal::SIGKILL);
 }

@@ -125,12 +125,13 @@ pub fn busybox_image(image: &str, extra: impl FnOnce(&Path)) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-/// An MPS server of root's, as NVIDIA's real daemon starts one. A real server
-/// needs a GPU and exits at once without one, so a stand-in that stays up is
-/// put first in the daemon's PATH: the daemon of `config` is restarted with
-/// it, and asked to start a server for uid 0. Returns the server's pid; it
-/// goes when the daemon is stopped (or is killed by the caller).
-pub fn root_stand_in_server(config: &str, mps_dir: &Path, scratch: &Path) -> i32 {
+/// An MPS server of `uid`'s, as NVIDIA's real daemon starts one (it switches
+/// to that uid). A real server needs a GPU and exits at once without one, so
+/// a stand-in that stays up is put first in the daemon's PATH: the daemon of
+/// `config` is restarted with it, and asked to start a server for `uid`.
+/// Returns the server's pid; it goes when the daemon is stopped (or is killed
+/// by the caller). `scratch` must be reachable by `uid`.
+pub fn stand_in_server(config: &str, mps_dir: &Path, scratch: &Path, uid: u32) -> i32 {
     let stand_in = scratch.join("server-bin");
     std::fs::create_dir_all(&stand_in).unwrap();
     let server = stand_in.join("nvidia-cuda-mps-server");
@@ -155,9 +156,10 @@ pub fn root_stand_in_server(config: &str, mps_dir: &Path, scratch: &Path) -> i32
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    control.stdin.as_ref().unwrap().write_all(b"start_server -uid 0\n").unwrap();
+    control.stdin.as_ref().unwrap().write_all(format!("start_server -uid {uid}\n").as_bytes()).unwrap();
     assert!(control.wait_with_output().unwrap().status.success());
     let status = mps(&["status"], None);
-    assert!(status.contains("for uid 0 (root)"), "a root server runs, named:\n{status}");
+    let user = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| gpuwarden::users::account_by_uid(&p, uid)).map(|a| a.name).unwrap();
+    assert!(status.contains(&format!("for uid {uid} ({user})")), "a server of uid {uid} runs, named:\n{status}");
     status.split("server pid ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap()
 }
