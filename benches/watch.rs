@@ -1,5 +1,7 @@
 //! The watchdog's own cost with 16 admitted containers (real Podman
-//! containers, a `tiny` profile so that 16 fit one RTX 4070), at the default
+//! containers, a `tiny` profile so that 16 fit one RTX 4070) and 50 host GPU
+//! processes (25 named like Steam's UI, 25 jobs it did not admit: each is
+//! looked at in /proc, its ancestors, environment and cgroup), at the default
 //! interval: CPU time of `gpuwarden watch` over a minute, as a share of one
 //! core; and how long after the trigger (a container over its share in the
 //! live view) Podman shows it paused. Needs root.  `cargo bench --bench watch`
@@ -15,6 +17,19 @@ use common::*;
 const IMAGE: &str = "localhost/gpuwarden-test-busybox:latest";
 const SPEC: &str = "/var/run/cdi/gpuwarden-bench-watch.yaml";
 const N: usize = 16;
+const HOST: usize = 50;
+
+/// The host's GPU processes, killed when the bench ends, however it ends.
+struct HostProcesses(Vec<(std::process::Child, &'static str)>);
+
+impl Drop for HostProcesses {
+    fn drop(&mut self) {
+        for (c, _) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
 
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -54,10 +69,21 @@ fn main() {
         assert!(o.status.success(), "{}", stderr(&o));
         pids.push(stdout(&Command::new("podman").args(["inspect", "--format", "{{.State.Pid}}", n]).output().unwrap()).trim().parse::<i32>().unwrap());
     }
+    // 50 host processes on the GPU: the desktop's and jobs gpuwarden did not admit.
+    let mut host = HostProcesses(Vec::new());
+    for (name, n) in [("steamwebhelper", HOST / 2), ("hostjob", HOST / 2)] {
+        let program = dir.path().join(name);
+        std::fs::copy("/bin/sleep", &program).unwrap();
+        for _ in 0..n {
+            host.0.push((Command::new(&program).arg("900").spawn().unwrap(), name));
+        }
+    }
     let inventory = |over: Option<usize>| {
         let o = gpuwarden(&["inventory", "--inventory", "builtin:rtx4070", "--json"], b"");
         let mut inv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        inv["gpus"][0]["processes"] = pids.iter().enumerate().map(|(i, p)| serde_json::json!({"pid": p, "name": "python3", "used_memory_bytes": if Some(i) == over { 700u64 << 20 } else { 400u64 << 20 }})).collect();
+        let containers = pids.iter().enumerate().map(|(i, p)| serde_json::json!({"pid": p, "name": "python3", "used_memory_bytes": if Some(i) == over { 700u64 << 20 } else { 400u64 << 20 }}));
+        let others = host.0.iter().map(|(c, name)| serde_json::json!({"pid": c.id(), "name": name, "used_memory_bytes": 64u64 << 20}));
+        inv["gpus"][0]["processes"] = containers.chain(others).collect();
         write(dir.path(), "inventory.json", &inv.to_string())
     };
     let file = inventory(None);
@@ -72,7 +98,7 @@ fn main() {
     let (t1, c1) = (Instant::now(), cpu_ticks(dog.id()));
     let hz = 100.0; // USER_HZ on Linux
     let share = (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64() * 100.0;
-    println!("gpuwarden watch, {N} containers, interval 2 s: {:.2} s of CPU in {:.0} s = {share:.2}% of one core (aim: under 1%)", (c1 - c0) as f64 / hz, (t1 - t0).as_secs_f64());
+    println!("gpuwarden watch, {N} containers and {HOST} host GPU processes, interval 2 s: {:.2} s of CPU in {:.0} s = {share:.2}% of one core (aim: under 1%)", (c1 - c0) as f64 / hz, (t1 - t0).as_secs_f64());
     // The trigger: container 0 goes over its share; how long until Podman shows it paused.
     let triggered = Instant::now();
     inventory(Some(0));

@@ -14,6 +14,26 @@ pub trait Processes {
     fn uid_map(&self, _pid: i32) -> Option<String> {
         None
     }
+    /// Its command name (`/proc/PID/comm`, 15 characters at most).
+    fn comm(&self, _pid: i32) -> Option<String> {
+        None
+    }
+    /// Its parent's pid.
+    fn parent(&self, _pid: i32) -> Option<i32> {
+        None
+    }
+    /// Its arguments (`/proc/PID/cmdline`).
+    fn cmdline(&self, _pid: i32) -> Option<Vec<String>> {
+        None
+    }
+    /// Its environment (`/proc/PID/environ`, readable by root or its owner).
+    fn environ(&self, _pid: i32) -> Option<Vec<String>> {
+        None
+    }
+    /// Its real uid (`Uid:` in `/proc/PID/status`).
+    fn uid(&self, _pid: i32) -> Option<u32> {
+        None
+    }
 }
 
 /// The real process table, through `/proc`.
@@ -34,6 +54,33 @@ impl Processes for ProcFs {
     fn uid_map(&self, pid: i32) -> Option<String> {
         (pid > 0).then(|| std::fs::read_to_string(format!("/proc/{pid}/uid_map")).ok()).flatten()
     }
+
+    fn comm(&self, pid: i32) -> Option<String> {
+        (pid > 0).then(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()).flatten().map(|c| c.trim_end_matches('\n').to_string())
+    }
+
+    fn parent(&self, pid: i32) -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 4, counted from the command name's closing parenthesis.
+        stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn cmdline(&self, pid: i32) -> Option<Vec<String>> {
+        nul_separated(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?)
+    }
+
+    fn environ(&self, pid: i32) -> Option<Vec<String>> {
+        nul_separated(&std::fs::read(format!("/proc/{pid}/environ")).ok()?)
+    }
+
+    fn uid(&self, pid: i32) -> Option<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+    }
+}
+
+fn nul_separated(bytes: &[u8]) -> Option<Vec<String>> {
+    Some(bytes.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
 }
 
 /// The host uid of `uid` inside a user namespace with `uid_map` (lines of
@@ -104,6 +151,24 @@ mod tests {
         assert_eq!(host_uid(Some(rootless), 70000), 70000, "unmapped: as it is");
         let me = std::process::id() as i32;
         assert_eq!(host_uid(ProcFs.uid_map(me).as_deref(), 1234), 1234, "this test runs in the initial namespace");
+    }
+
+    #[test]
+    fn a_process_is_read_whole_from_proc() {
+        let child = std::process::Command::new("sleep").arg("30").env("GW_PROBE", "1").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Until it has exec'd, the child still carries this test thread's name.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ProcFs.comm(pid).as_deref() != Some("sleep") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(ProcFs.comm(pid).as_deref(), Some("sleep"));
+        assert_eq!(ProcFs.parent(pid), Some(std::process::id() as i32));
+        assert_eq!(ProcFs.cmdline(pid).unwrap(), ["sleep", "30"]);
+        assert!(ProcFs.environ(pid).unwrap().contains(&"GW_PROBE=1".to_string()));
+        assert_eq!(ProcFs.uid(pid), Some(nix::unistd::getuid().as_raw()));
+        let mut child = child;
+        let _ = (child.kill(), child.wait());
     }
 
     #[test]

@@ -44,6 +44,19 @@ fn docker20(gpu: &Gpu, plain: bool) -> Dockerd {
     Dockerd::start("d20", Path::new("/usr/sbin/dockerd"), Path::new("/usr/bin/docker"), serde_json::json!({"runtimes": {"gpuwarden": runtime}}), &env, None)
 }
 
+/// Debian 13's Docker 26 with CDI on, the runtime registered as the README
+/// says and made the default, so it applies the profile to what Docker injects.
+fn docker26(root: &Path, gpu: &Gpu) -> Dockerd {
+    let daemon = serde_json::json!({
+        "features": {"cdi": true},
+        "cdi-spec-dirs": [gpu.cdi_dir()],
+        "runtimes": {"gpuwarden": gpu.runtime_plain()},
+        "default-runtime": "gpuwarden",
+        "userland-proxy-path": root.join("usr/sbin/docker-proxy"),
+    });
+    Dockerd::start("d26", &root.join("usr/sbin/dockerd"), &root.join("usr/bin/docker"), daemon, &gpu.dockerd_env(), Some(&root.join("usr/sbin")))
+}
+
 fn compose_v1(d: &Dockerd, file: &str, project: &str, env: &[(&str, String)], args: &[&str]) -> Output {
     let mut c = d.command(Path::new("/usr/bin/docker-compose"));
     c.args(["-p", project, "-f", repo().join(file).to_str().unwrap()]).args(args).envs(env.iter().map(|(k, v)| (*k, v)));
@@ -210,14 +223,7 @@ fn docker26_cdi_device_and_compose_v2_stack_are_admitted_then_refused() {
     let root = trixie();
     let _ports = comfyui_ports();
     let gpu = Gpu::new();
-    let daemon = serde_json::json!({
-        "features": {"cdi": true},
-        "cdi-spec-dirs": [gpu.cdi_dir()],
-        "runtimes": {"gpuwarden": gpu.runtime_plain()},
-        "default-runtime": "gpuwarden",
-        "userland-proxy-path": root.join("usr/sbin/docker-proxy"),
-    });
-    let d = Dockerd::start("d26", &root.join("usr/sbin/dockerd"), &root.join("usr/bin/docker"), daemon, &gpu.dockerd_env(), Some(&root.join("usr/sbin")));
+    let d = docker26(&root, &gpu);
     let plugins = d.cli_config.path().join("cli-plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::os::unix::fs::symlink(root.join("usr/libexec/docker/cli-plugins/docker-compose"), plugins.join("docker-compose")).unwrap();
@@ -285,14 +291,7 @@ fn docker26_cdi_finds_the_driver_in_a_lib64_image() {
     }
     let root = trixie();
     let gpu = Gpu::new();
-    let daemon = serde_json::json!({
-        "features": {"cdi": true},
-        "cdi-spec-dirs": [gpu.cdi_dir()],
-        "runtimes": {"gpuwarden": gpu.runtime_plain()},
-        "default-runtime": "gpuwarden",
-        "userland-proxy-path": root.join("usr/sbin/docker-proxy"),
-    });
-    let d = Dockerd::start("d26", &root.join("usr/sbin/dockerd"), &root.join("usr/bin/docker"), daemon, &gpu.dockerd_env(), Some(&root.join("usr/sbin")));
+    let d = docker26(&root, &gpu);
     lib64_image(&d);
     let o = d.docker(&["run", "--rm", "--read-only", "--network", "none", "--device", "nvidia.com/gpu=comfyui", common::loaders::LIB64_IMAGE, "sh", "-c", common::loaders::PROBE]);
     assert!(o.status.success(), "{}\n{}", combined(&o), d.log());

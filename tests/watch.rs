@@ -64,13 +64,22 @@ impl World {
 
     /// A detached sleeping container of `profile`; returns (id, pid of its init).
     fn start(&mut self, name: &str, profile: &str) -> (String, i32) {
+        self.start_with(name, &format!("nvidia.com/gpu={profile}"))
+    }
+
+    /// A detached sleeping container given GPU 0 by its node alone, around the profile devices.
+    fn start_around(&mut self, name: &str) -> (String, i32) {
+        self.start_with(name, &format!("{}:/dev/nvidia0", driver_fixture().dev.join("dev/nvidia0").display()))
+    }
+
+    /// A detached sleeping container with `--device DEVICE`; returns (id, pid of its init).
+    fn start_with(&mut self, name: &str, device: &str) -> (String, i32) {
         let full = format!("gwwatch-{}-{name}", std::process::id());
         self.names.push(full.clone());
-        let device = format!("nvidia.com/gpu={profile}");
         let hooks = self.hooks.display().to_string();
         let o = podman(&[
             "--runtime", "runc", "--hooks-dir", &hooks, "run", "-d", "--name", &full, "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-            "--device", &device, IMAGE, "sh", "-c", "sleep 600",
+            "--device", device, IMAGE, "sh", "-c", "sleep 600",
         ]);
         assert!(o.status.success(), "podman run {name}: {}", stderr(&o));
         let id = stdout(&podman(&["inspect", "--format", "{{.Id}}", &full])).trim().to_string();
@@ -201,11 +210,39 @@ fn a_game_pauses_the_workers_which_resume_when_it_ends_even_across_a_killed_watc
     let Some(mut w) = World::new("a_game_pauses_the_workers_which_resume_when_it_ends_even_across_a_killed_watchdog") else { return };
     let (_, p1) = w.start("w1", "comfyui");
     let (_, p2) = w.start("w2", "comfyui");
-    // A real process named like a game.
-    let steam = w.dir.path().join("steam");
-    std::fs::copy("/bin/sleep", &steam).unwrap();
-    let game = KillOnDrop(Command::new(&steam).arg("600").spawn().unwrap());
-    let with_game = w.gpu_runs(&[(p1, "python3", 1000), (p2, "python3", 1000), (game.0.id() as i32, "steam", 2000)]);
+    let program = |name: &str| {
+        let p = w.dir.path().join(name);
+        std::fs::copy("/bin/sleep", &p).unwrap();
+        p
+    };
+
+    // Steam open all day: its client, its web UI, the display server and the shell are on the GPU.
+    let desktop: Vec<KillOnDrop> = ["steam", "steamwebhelper", "Xorg", "gnome-shell"].iter().map(|n| KillOnDrop(Command::new(program(n)).arg("600").spawn().unwrap())).collect();
+    let desktop_gpu: Vec<(i32, &str, u64)> = desktop.iter().zip(["steam", "steamwebhelper", "Xorg", "gnome-shell"]).map(|(p, n)| (p.0.id() as i32, n, 300)).collect();
+    let o = w.watch_once(&w.gpu_runs(&[&[(p1, "python3", 1000), (p2, "python3", 1000)], &desktop_gpu[..]].concat()));
+    assert_eq!((w.status_of("w1").as_str(), w.status_of("w2").as_str()), ("running", "running"), "Steam open pauses nothing: {}", stderr(&o));
+    let unknown = w.state()["unknown"].as_array().unwrap().clone();
+    assert_eq!(unknown.iter().filter(|u| u["desktop"] == true && u["game"] == false).count(), 4, "{unknown:?}");
+
+    // A game Steam launched: its reaper (`reaper SteamLaunch AppId=570 -- ./dota2`) starts it
+    // with SteamAppId in its environment, and the game is on the GPU.
+    let reaper = w.dir.path().join("reaper");
+    std::fs::write(&reaper, "#!/bin/sh\napp=${2#AppId=}; shift 3\nSteamAppId=$app SteamGameId=$app \"$@\" &\nwait\n").unwrap();
+    std::fs::set_permissions(&reaper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dota2 = program("dota2");
+    let steam_launch = KillOnDrop(Command::new(&reaper).args(["SteamLaunch", "AppId=570", "--"]).arg(&dota2).arg("600").spawn().unwrap());
+    let game_pid = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let kids = stdout(&Command::new("pgrep").args(["-P", &steam_launch.0.id().to_string(), "dota2"]).output().unwrap());
+            if let Some(pid) = kids.split_whitespace().next() {
+                break pid.parse::<i32>().unwrap();
+            }
+            assert!(std::time::Instant::now() < deadline, "the reaper started no game");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let with_game = w.gpu_runs(&[&[(p1, "python3", 1000), (p2, "python3", 1000), (game_pid, "dota2", 2000)], &desktop_gpu[..]].concat());
 
     // The watchdog as a service, killed with SIGKILL once it has paused both.
     let mut dog = KillOnDrop(Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &with_game]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap());
@@ -216,17 +253,21 @@ fn a_game_pauses_the_workers_which_resume_when_it_ends_even_across_a_killed_watc
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(dog.0.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     dog.0.wait().unwrap();
-    let unknown = &w.state()["unknown"];
-    assert_eq!(unknown[0]["name"], "steam", "the game is named among the GPU's unknown processes: {unknown}");
-    assert_eq!(unknown[0]["game"], true);
+    let label = format!("dota2 (Steam app 570, pid {game_pid})");
+    let unknown = w.state()["unknown"].as_array().unwrap().clone();
+    assert!(unknown.iter().any(|u| u["name"] == label.as_str() && u["game"] == true), "the game is named with its app: {unknown:?}");
+    let paused: Vec<String> = w.events().iter().filter(|e| e["kind"] == "paused").map(|e| e["detail"].as_str().unwrap().to_string()).collect();
+    assert!(paused.len() == 2 && paused.iter().all(|d| d.contains(&label)), "{paused:?}");
 
     // The game ends; a new watchdog resumes what the killed one paused.
-    drop(game);
-    w.watch_once(&w.gpu_runs(&[(p1, "python3", 1000), (p2, "python3", 1000)]));
+    drop(steam_launch);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(game_pid), nix::sys::signal::Signal::SIGKILL);
+    w.watch_once(&w.gpu_runs(&[&[(p1, "python3", 1000), (p2, "python3", 1000)], &desktop_gpu[..]].concat()));
     assert_eq!((w.status_of("w1").as_str(), w.status_of("w2").as_str()), ("running", "running"), "{:?}", w.events());
     let kinds: Vec<String> = w.events().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
     assert_eq!(kinds.iter().filter(|k| *k == "paused").count(), 2, "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| *k == "resumed").count(), 2, "{kinds:?}");
+    drop(desktop);
 
     // A container paused by someone else is reported, not resumed.
     let full = format!("gwwatch-{}-w1", std::process::id());
@@ -280,3 +321,46 @@ fn defaults_raised_by_an_unprivileged_client_are_put_back_within_an_interval() {
     assert!(status.contains("50% of the SMs"), "{status}");
 }
 
+
+#[test]
+fn gpu_processes_gpuwarden_did_not_admit_are_reported_once_counted_and_killed_in_kill_mode() {
+    let Some(mut w) = World::new("gpu_processes_gpuwarden_did_not_admit_are_reported_once_counted_and_killed_in_kill_mode") else { return };
+    let (_, worker) = w.start("admitted", "comfyui");
+    let (rogue_id, rogue) = w.start_around("rogue");
+    // A CUDA job on the host.
+    let job = w.dir.path().join("python3");
+    std::fs::copy("/bin/sleep", &job).unwrap();
+    let mut host = KillOnDrop(Command::new(&job).arg("600").spawn().unwrap());
+    let host_pid = host.0.id() as i32;
+    let gpu = w.gpu_runs(&[(worker, "python3", 1000), (rogue, "sleep", 800), (host_pid, "python3", 500)]);
+
+    w.watch_once(&gpu);
+    let unauthorized: Vec<String> = w.events().iter().filter(|e| e["kind"] == "unauthorized").map(|e| e["detail"].as_str().unwrap().to_string()).collect();
+    assert_eq!(unauthorized.len(), 2, "{unauthorized:?}");
+    let short = &rogue_id[..12];
+    assert!(unauthorized.iter().any(|d| d.starts_with(&format!("pid {rogue} (root, uid 0, in container {short}) runs `sleep 600` on GPU ")) && d.contains("with 800.0 MiB")), "{unauthorized:?}");
+    assert!(unauthorized.iter().any(|d| d.starts_with(&format!("pid {host_pid} (root, uid 0, on the host) runs `{} 600` on GPU ", job.display()))), "{unauthorized:?}");
+    // Once per process, while it runs.
+    w.watch_once(&gpu);
+    assert_eq!(w.events().iter().filter(|e| e["kind"] == "unauthorized").count(), 2);
+    let status = stdout(&w.gw(&["status"]));
+    assert!(status.contains(&format!("UNAUTHORIZED  pid {rogue} sleep uses 800.0 MiB")) && status.contains(&format!("UNAUTHORIZED  pid {host_pid} python3")), "{status}");
+    assert!(!status.contains(&format!("pid {worker} ")), "the admitted worker is no stranger: {status}");
+
+    // The gauge, from a watchdog serving metrics.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dog = KillOnDrop(Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &gpu, "--metrics", &port.to_string()]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap());
+    let metrics = fetch_metrics(port);
+    drop(dog);
+    assert!(metrics.lines().any(|l| l.starts_with("gpuwarden_unauthorized_processes{gpu=\"GPU-") && l.ends_with(" 2")), "{metrics}");
+
+    // Kill mode ends them: the container through Podman, the host process by signal.
+    let text = std::fs::read_to_string(&w.config).unwrap().replace("[watch]\n", "[watch]\nunauthorized = \"kill\"\n");
+    std::fs::write(&w.config, text).unwrap();
+    w.watch_once(&gpu);
+    let killed = w.events().iter().filter(|e| e["kind"] == "unauthorized_killed").count();
+    assert_eq!(killed, 2, "{:?}", w.events());
+    assert_ne!(w.status_of("rogue"), "running");
+    assert!(host.0.wait().is_ok());
+    assert_eq!(w.status_of("admitted"), "running", "the admitted worker is left alone");
+}

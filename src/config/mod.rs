@@ -70,12 +70,17 @@ pub struct WatchConfig {
     pub over_share: BTreeMap<String, ShareAction>,
     /// Processes, by command name, that come before containers (games).
     pub games: Vec<String>,
+    /// Command names never counted as games: the Steam client, display servers,
+    /// compositors, browsers' GPU processes (`kwin_*` matches a prefix).
+    pub desktop: Vec<String>,
     /// Profiles whose containers are paused while a game runs.
     pub yield_to_games: Vec<String>,
     /// Its state (paused containers, a heartbeat) and its events (admission's
     /// refusals too): by default `watch.json` and `events.jsonl` in `state_dir`.
     pub state_file: PathBuf,
     pub events_file: PathBuf,
+    /// What to do about a GPU process gpuwarden did not admit.
+    pub unauthorized: UnauthorizedAction,
     /// Admission refuses profile containers while no watchdog looks at the GPUs.
     pub required: bool,
 }
@@ -86,6 +91,18 @@ pub struct WatchConfig {
 pub enum ShareAction {
     Warn,
     Pause,
+    Kill,
+}
+
+/// What the watchdog does about a GPU process gpuwarden did not admit (no
+/// admitted container, no game, not the desktop's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnauthorizedAction {
+    /// An event, once per process; the gauge counts it.
+    #[default]
+    Warn,
+    /// The same, then SIGKILL (its container, through the engine, when it has one).
     Kill,
 }
 
@@ -213,7 +230,9 @@ struct RawWatch {
     tolerance_percent: Option<u32>,
     over_share: Option<BTreeMap<String, ShareAction>>,
     games: Option<Vec<String>>,
+    desktop: Option<Vec<String>>,
     yield_to_games: Option<Vec<String>>,
+    unauthorized: Option<UnauthorizedAction>,
     state_file: Option<AbsPath>,
     events_file: Option<AbsPath>,
     required: Option<bool>,
@@ -279,8 +298,16 @@ impl Default for Config {
                 interval_seconds: 2,
                 tolerance_percent: 10,
                 over_share: BTreeMap::from([("comfyui".to_string(), ShareAction::Pause), ("blender".to_string(), ShareAction::Warn)]),
-                games: ["steam", "steamwebhelper", "gameoverlayui", "wine64-preloader", "wine-preloader"].map(String::from).to_vec(),
+                // Steam's games are found by its reaper, environment and scope; names are the fallback.
+                games: ["wine64-preloader", "wine-preloader"].map(String::from).to_vec(),
+                desktop: [
+                    "steam", "steamwebhelper", "Xorg", "Xwayland", "gnome-shell", "kwin_wayland", "kwin_x11", "plasmashell", "sway", "Hyprland", "mutter",
+                    "cinnamon", "xfwm4", "chrome", "chromium", "firefox", "firefox-esr", "GPU Process",
+                ]
+                .map(String::from)
+                .to_vec(),
                 yield_to_games: vec!["blender".to_string(), "comfyui".to_string()],
+                unauthorized: UnauthorizedAction::Warn,
                 state_file: "/run/gpuwarden/watch.json".into(),
                 events_file: "/run/gpuwarden/events.jsonl".into(),
                 required: false,
@@ -358,6 +385,8 @@ impl Config {
             w.over_share.extend(m);
         }
         w.games = raw.watch.games.unwrap_or(std::mem::take(&mut w.games));
+        w.desktop = raw.watch.desktop.unwrap_or(std::mem::take(&mut w.desktop));
+        w.unauthorized = raw.watch.unauthorized.unwrap_or(w.unauthorized);
         w.yield_to_games = raw.watch.yield_to_games.unwrap_or(std::mem::take(&mut w.yield_to_games));
         // Beside the ledger unless named: a config with its own state folder keeps all its state there.
         w.state_file = raw.watch.state_file.map_or_else(|| config.state_dir.join("watch.json"), |f| f.path().to_path_buf());

@@ -57,6 +57,16 @@ pub trait Containers {
     fn kill(&self, id: &str, engine: Engine, pid: i32) -> Result<String, String>;
 }
 
+/// The container id in a process's cgroup (Podman's `libpod-ID`, Docker's
+/// `docker-ID.scope` or `docker/ID`), if it runs in one.
+pub fn container_id(cgroup: &str) -> Option<String> {
+    ["libpod-", "docker-", "docker/"].iter().find_map(|marker| {
+        let at = cgroup.find(marker)? + marker.len();
+        let id: String = cgroup[at..].chars().take_while(char::is_ascii_hexdigit).collect();
+        (id.len() == 64).then_some(id)
+    })
+}
+
 /// The engines' command lines (`podman`, `docker`: the ones in PATH, with the
 /// watchdog's environment, so DOCKER_HOST applies), the freezer where they fail.
 pub struct EngineCli;
@@ -110,6 +120,16 @@ mod tests {
     use super::*;
 
     const PODMAN_V1: &str = "9:name=systemd:/libpod_parent/libpod-abc\n6:freezer:/libpod_parent/libpod-abc\n0::/libpod_parent/libpod-abc\n";
+
+    #[test]
+    fn a_container_id_is_read_from_the_cgroup() {
+        let id = "a".repeat(64);
+        assert_eq!(container_id(&format!("0::/machine.slice/libpod-{id}.scope/container\n")).as_deref(), Some(id.as_str()));
+        assert_eq!(container_id(&format!("0::/system.slice/docker-{id}.scope\n")).as_deref(), Some(id.as_str()));
+        assert_eq!(container_id(&format!("12:cpu:/docker/{id}\n")).as_deref(), Some(id.as_str()));
+        assert_eq!(container_id("0::/user.slice/user-1000.slice/session-2.scope\n"), None);
+        assert_eq!(container_id("0::/libpod_parent/libpod-conmon\n"), None);
+    }
 
     #[test]
     fn the_engine_and_the_freezer_come_from_the_cgroup() {

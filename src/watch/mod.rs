@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod events;
+pub mod games;
 pub mod report;
 pub mod run;
 pub mod state;
@@ -25,8 +26,14 @@ use crate::size::ByteSize;
 pub enum PauseReason {
     /// It used more GPU memory than its share.
     OverShare { used_bytes: u64, reserved_bytes: u64 },
-    /// A game (by command name) runs on its GPU.
+    /// A game runs on its GPU (`name` says which: `dota2 (Steam app 570, pid 4242)`).
     Game { name: String, pid: i32 },
+}
+
+/// How events and `status` name a game: its label (which names the pid), or
+/// a name from an older state file with its pid added.
+pub fn game_label(name: &str, pid: i32) -> String {
+    if name.contains(&format!("pid {pid})")) { name.to_string() } else { format!("{name} (pid {pid})") }
 }
 
 /// One thing to do.
@@ -49,8 +56,18 @@ pub struct Unknown {
     pub pid: i32,
     pub name: String,
     pub used_bytes: u64,
-    /// It is one of the configured games.
+    /// It is a game (see [`games`]); `name` then says which, with its Steam app.
     pub game: bool,
+    /// It is the desktop's (the Steam client, a compositor, a browser): never a game.
+    #[serde(default)]
+    pub desktop: bool,
+}
+
+impl Unknown {
+    /// Neither in an admitted container, nor a game, nor the desktop's: gpuwarden did not admit it.
+    pub fn unauthorized(&self) -> bool {
+        !self.game && !self.desktop
+    }
 }
 
 /// What the GPUs show, summed by container.
@@ -62,10 +79,9 @@ pub struct Usage {
 }
 
 /// Sums each GPU's processes by container; `owner` names the container id
-/// of a pid (from its cgroup) among the ledger's. A process is a game when
-/// its command name is one of `games`: [watch] games, and the names of the
-/// budget's reserves (a reserve `steam` kept for Steam makes `steam` a game).
-pub fn usage(gpus: &[(String, Vec<GpuProcess>)], ledger: &Ledger, owner: &dyn Fn(i32) -> Option<String>, games: &[String]) -> Usage {
+/// of a pid (from its cgroup) among the ledger's, and `classify` says what
+/// any other process is (see [`games::classify`]).
+pub fn usage(gpus: &[(String, Vec<GpuProcess>)], ledger: &Ledger, owner: &dyn Fn(i32) -> Option<String>, classify: &dyn Fn(&GpuProcess) -> games::Class) -> Usage {
     let mut u = Usage::default();
     for (gpu, processes) in gpus {
         for p in processes {
@@ -74,13 +90,21 @@ pub fn usage(gpus: &[(String, Vec<GpuProcess>)], ledger: &Ledger, owner: &dyn Fn
                     let total = u.used.entry(id).or_insert(ByteSize::ZERO);
                     *total = ByteSize::bytes(total.as_u64().saturating_add(p.used_memory_bytes.as_u64()));
                 }
-                None => u.unknown.push(Unknown {
-                    gpu: gpu.clone(),
-                    pid: p.pid,
-                    name: p.name.clone(),
-                    used_bytes: p.used_memory_bytes.as_u64(),
-                    game: games.iter().any(|g| g == &p.name),
-                }),
+                None => {
+                    let class = classify(p);
+                    let name = match &class {
+                        games::Class::Game(label) => label.clone(),
+                        _ => p.name.clone(),
+                    };
+                    u.unknown.push(Unknown {
+                        gpu: gpu.clone(),
+                        pid: p.pid,
+                        name,
+                        used_bytes: p.used_memory_bytes.as_u64(),
+                        game: matches!(class, games::Class::Game(_)),
+                        desktop: class == games::Class::Desktop,
+                    });
+                }
             }
         }
     }
@@ -148,23 +172,34 @@ mod tests {
         }
     }
 
+    /// The defaults' classification, with nothing known of a process but its NVML name.
+    fn by_name(games: &[String]) -> impl Fn(&GpuProcess) -> games::Class + '_ {
+        let desktop = Config::default().watch.desktop;
+        move |p: &GpuProcess| games::classify(p.pid, &p.name, &crate::ledger::tests::FakeProcesses(Default::default()), games, &desktop)
+    }
+
     fn look(processes: Vec<GpuProcess>) -> Usage {
-        usage(&[("GPU-a".into(), processes)], &ledger(), &owner, &Config::default().watch.games)
+        let games = vec!["dota2".to_string()];
+        usage(&[("GPU-a".into(), processes)], &ledger(), &owner, &by_name(&games))
     }
 
     #[test]
     fn memory_is_summed_by_container_and_strangers_are_named() {
-        let u = look(vec![process(10, "python3", 2048), process(11, "python3", 1024), process(20, "blender", 512), process(30, "x", 1), process(40, "steam", 100)]);
+        let u = look(vec![process(10, "python3", 2048), process(11, "python3", 1024), process(20, "blender", 512), process(30, "x", 1), process(40, "dota2", 100), process(41, "steamwebhelper", 300)]);
         assert_eq!(u.used["c1"], ByteSize::mib(3072));
         assert_eq!(u.used["b1"], ByteSize::mib(512));
-        let names: Vec<(&str, bool)> = u.unknown.iter().map(|x| (x.name.as_str(), x.game)).collect();
-        assert_eq!(names, [("x", false), ("steam", true)], "a container with no reservation is unknown too");
+        let names: Vec<(&str, bool, bool)> = u.unknown.iter().map(|x| (x.name.as_str(), x.game, x.desktop)).collect();
+        assert_eq!(names, [("x", false, false), ("dota2 (pid 40)", true, false), ("steamwebhelper", false, true)], "a container with no reservation is unknown too");
     }
 
     #[test]
     fn a_process_named_like_a_reserve_is_a_game() {
-        let u = usage(&[("GPU-a".into(), vec![process(50, "hl2_linux", 900)])], &ledger(), &owner, &["hl2_linux".to_string()]);
+        let games = vec!["hl2_linux".to_string()];
+        let u = usage(&[("GPU-a".into(), vec![process(50, "hl2_linux", 900)])], &ledger(), &owner, &by_name(&games));
         assert!(u.unknown[0].game);
+        let steam = vec!["steam".to_string()];
+        let u = usage(&[("GPU-a".into(), vec![process(51, "steam", 900)])], &ledger(), &owner, &by_name(&steam));
+        assert!(!u.unknown[0].game && u.unknown[0].desktop, "a reserve named steam keeps room for it; the client is still no game");
     }
 
     #[test]
@@ -186,10 +221,11 @@ mod tests {
     #[test]
     fn a_game_pauses_the_yielding_containers_and_its_end_resumes_them() {
         let config = Config::default().watch;
-        let game = look(vec![process(40, "steam", 100)]);
+        let game = look(vec![process(40, "dota2", 100)]);
         let d = decide(&ledger(), &game, &BTreeMap::new(), &config);
-        assert_eq!(d, [Decision::YieldToGame { id: "c1".into(), game: "steam".into(), pid: 40 }, Decision::YieldToGame { id: "b1".into(), game: "steam".into(), pid: 40 }]);
-        let paused: BTreeMap<String, PauseReason> = [("c1", "steam"), ("b1", "steam")].map(|(id, g)| (id.to_string(), PauseReason::Game { name: g.into(), pid: 40 })).into();
+        assert_eq!(d, [Decision::YieldToGame { id: "c1".into(), game: "dota2 (pid 40)".into(), pid: 40 }, Decision::YieldToGame { id: "b1".into(), game: "dota2 (pid 40)".into(), pid: 40 }]);
+        assert!(decide(&ledger(), &look(vec![process(41, "steamwebhelper", 300)]), &BTreeMap::new(), &config).is_empty(), "Steam open: nothing yields");
+        let paused: BTreeMap<String, PauseReason> = [("c1", "dota2"), ("b1", "dota2")].map(|(id, g)| (id.to_string(), PauseReason::Game { name: g.into(), pid: 40 })).into();
         assert!(decide(&ledger(), &game, &paused, &config).is_empty(), "still paused while it runs");
         let gone = decide(&ledger(), &look(Vec::new()), &paused, &config);
         assert_eq!(gone, [Decision::Resume { id: "c1".into() }, Decision::Resume { id: "b1".into() }]);

@@ -33,12 +33,17 @@ pub fn render_text(ledger: &Ledger, state: &WatchState, events: &[Event], now: u
         let name = ledger.reservations.iter().find(|r| &r.id == id).map_or_else(|| label(id, None), |r| r.label());
         let why = match &p.reason {
             super::PauseReason::OverShare { used_bytes, reserved_bytes } => format!("over its share ({} of {})", ByteSize::bytes(*used_bytes), ByteSize::bytes(*reserved_bytes)),
-            super::PauseReason::Game { name, pid } => format!("yields to {name} (pid {pid})"),
+            super::PauseReason::Game { name, pid } => format!("yields to {}", super::game_label(name, *pid)),
         };
         let _ = writeln!(out, "  paused   {name}: {why}, {} ago", crate::status::age(now.saturating_sub(p.since)));
     }
-    for u in &state.unknown {
-        let _ = writeln!(out, "  unknown  pid {} {} uses {} on {}{}", u.pid, u.name, ByteSize::bytes(u.used_bytes), u.gpu, if u.game { " (a game)" } else { "" });
+    // Games and the desktop first, then what gpuwarden did not admit, apart.
+    for u in state.unknown.iter().filter(|u| !u.unauthorized()) {
+        let what = if u.game { "a game" } else { "the desktop" };
+        let _ = writeln!(out, "  unknown  pid {} {} uses {} on {} ({what})", u.pid, u.name, ByteSize::bytes(u.used_bytes), u.gpu);
+    }
+    for u in state.unknown.iter().filter(|u| u.unauthorized()) {
+        let _ = writeln!(out, "  UNAUTHORIZED  pid {} {} uses {} on {}: not admitted by gpuwarden", u.pid, u.name, ByteSize::bytes(u.used_bytes), u.gpu);
     }
     for e in events.iter().rev().take(5) {
         let _ = writeln!(out, "  event    {} ago  {}: {}", crate::status::age(now.saturating_sub(e.time)), e.kind, e.detail);
@@ -95,6 +100,12 @@ pub fn metrics(ledger: &Ledger, state: &WatchState, refusals: u64, now: u64) -> 
         *unknown.entry(u.gpu.as_str()).or_insert(0.0) += 1.0;
     }
     family("gpuwarden_unknown_gpu_processes", "gauge", "GPU processes that belong to no admitted container.", unknown.into_iter().map(|(g, n)| (format!("{{gpu=\"{}\"}}", esc(g)), n)).collect());
+    // Every GPU the watchdog knows of, 0 included, so an alert sees the series.
+    let mut unauthorized: std::collections::BTreeMap<&str, f64> = ledger.reservations.iter().flat_map(|r| r.gpus.iter()).chain(state.unknown.iter().map(|u| &u.gpu)).map(|g| (g.as_str(), 0.0)).collect();
+    for u in state.unknown.iter().filter(|u| u.unauthorized()) {
+        *unauthorized.entry(u.gpu.as_str()).or_insert(0.0) += 1.0;
+    }
+    family("gpuwarden_unauthorized_processes", "gauge", "GPU processes gpuwarden did not admit: no admitted container, no game, not the desktop's.", unauthorized.into_iter().map(|(g, n)| (format!("{{gpu=\"{}\"}}", esc(g)), n)).collect());
     family("gpuwarden_events_total", "counter", "The watchdog's events by kind.", state.counts.iter().map(|(k, n)| (format!("{{kind=\"{}\"}}", esc(k)), *n as f64)).collect());
     family("gpuwarden_refusals_total", "counter", "Containers refused at admission (as the events file records them).", vec![(String::new(), refusals as f64)]);
     family("gpuwarden_watch_up", "gauge", "1 while the watchdog looks at the GPUs' processes.", vec![(String::new(), if state.is_fresh(now) && state.live { 1.0 } else { 0.0 })]);
@@ -112,7 +123,8 @@ mod tests {
         let mut s = WatchState { written_at: 100, interval_seconds: 2, pid: 42, live: true, ..Default::default() };
         s.used.insert("c1".into(), 1 << 30);
         s.paused.insert("c1".into(), Paused { reason: PauseReason::Game { name: "steam".into(), pid: 9 }, engine: Engine::Podman, since: 90 });
-        s.unknown.push(Unknown { gpu: "GPU-a".into(), pid: 9, name: "steam".into(), used_bytes: 1 << 29, game: true });
+        s.unknown.push(Unknown { gpu: "GPU-a".into(), pid: 9, name: "steam".into(), used_bytes: 1 << 29, game: true, desktop: false });
+        s.unknown.push(Unknown { gpu: "GPU-a".into(), pid: 77, name: "python3".into(), used_bytes: 1 << 30, game: false, desktop: false });
         s.counts.insert("paused".into(), 3);
         (Ledger { reservations: vec![r], ..Ledger::default() }, s)
     }
@@ -128,6 +140,8 @@ mod tests {
         assert!(m.contains("gpuwarden_used_bytes{container=\"c1\",profile=\"comfyui\"} 1073741824\n"));
         assert!(m.contains("gpuwarden_paused{container=\"c1\",reason=\"game\"} 1\n") && m.contains("gpuwarden_events_total{kind=\"paused\"} 3\n"));
         assert!(m.contains("gpuwarden_watch_up 1\n") && m.contains("gpuwarden_refusals_total 2\n"));
+        assert!(m.contains("gpuwarden_unauthorized_processes{gpu=\"GPU-a\"} 1\n"), "{m}");
+        assert!(text.contains("  UNAUTHORIZED  pid 77 python3 uses 1.0 GiB on GPU-a: not admitted by gpuwarden"), "{text}");
         let j = render_json(&state, &[], 101);
         assert_eq!(j["used_bytes"]["c1"], 1u64 << 30);
         assert_eq!(j["events_total"]["paused"], 3);

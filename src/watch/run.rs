@@ -54,6 +54,45 @@ impl Watchdog<'_> {
         out
     }
 
+    /// Each GPU process gpuwarden did not admit: one event while it runs (pid,
+    /// user, command line, GPU memory, its container if any), then, with
+    /// `[watch] unauthorized = "kill"`, SIGKILL (its container through the engine).
+    fn unauthorized(&self, unknown: &[super::Unknown], state: &mut WatchState, out: &mut Vec<Event>) {
+        let mut running = std::collections::BTreeSet::new();
+        for u in unknown.iter().filter(|u| u.unauthorized()) {
+            let key = format!("{}:{}", u.pid, self.processes.start_time(u.pid).unwrap_or(0));
+            running.insert(key.clone());
+            let kill = self.config.watch.unauthorized == crate::config::UnauthorizedAction::Kill;
+            if !state.unauthorized_seen.insert(key) && !kill {
+                continue;
+            }
+            let cgroup = self.processes.cgroup(u.pid).unwrap_or_default();
+            let container = super::engine::container_id(&cgroup);
+            let user = self.processes.uid(u.pid).map_or_else(
+                || "user unknown".to_string(),
+                |uid| crate::users::lookup(std::path::Path::new("/"), uid).map_or_else(|| format!("uid {uid}"), |(a, _)| format!("{}, uid {uid}", a.name)),
+            );
+            let command = self.processes.cmdline(u.pid).map_or_else(|| u.name.clone(), |a| a.join(" "));
+            let within = container.as_deref().map_or_else(|| "on the host".to_string(), |id| format!("in container {}", crate::oci::short_id(id)));
+            let what = format!(
+                "pid {} ({user}, {within}) runs `{command}` on GPU {} with {}, outside gpuwarden's admission",
+                u.pid,
+                u.gpu,
+                crate::size::ByteSize::bytes(u.used_bytes)
+            );
+            if !kill {
+                out.push(self.event("unauthorized", container.as_deref(), what));
+                continue;
+            }
+            let id = container.clone().unwrap_or_default();
+            match self.containers.kill(&id, engine_of(&cgroup), u.pid) {
+                Ok(how) => out.push(self.event("unauthorized_killed", container.as_deref(), format!("{what}: {how}"))),
+                Err(why) => out.push(self.event("unauthorized_kill_failed", container.as_deref(), format!("{what}: {why}"))),
+            }
+        }
+        state.unauthorized_seen.retain(|k| running.contains(k));
+    }
+
     /// One look and what follows; `state` is updated in place.
     pub fn tick(&self, state: &mut WatchState) -> Vec<Event> {
         let mut out = Vec::new();
@@ -91,8 +130,10 @@ impl Watchdog<'_> {
         };
         let cgroups: BTreeMap<i32, String> = gpus.iter().flat_map(|(_, ps)| ps.iter()).filter_map(|p| Some((p.pid, self.processes.cgroup(p.pid)?))).collect();
         let owner = |pid: i32| cgroups.get(&pid).and_then(|cg| ledger.reservations.iter().find(|r| r.id.len() >= 12 && cg.contains(&r.id)).map(|r| r.id.clone()));
+        // A reserve named like a program (`steam = "4GiB"`) makes it a game, unless it is the desktop's.
         let games: Vec<String> = self.config.watch.games.iter().chain(self.config.budget.reserves.keys()).cloned().collect();
-        let use_now = usage(&gpus, &ledger, &owner, &games);
+        let classify = |p: &GpuProcess| super::games::classify(p.pid, &p.name, self.processes, &games, &self.config.watch.desktop);
+        let use_now = usage(&gpus, &ledger, &owner, &classify);
         state.unknown = use_now.unknown.clone();
         state.used = use_now.used.iter().map(|(id, b)| (id.clone(), b.as_u64())).collect();
         let paused: BTreeMap<String, PauseReason> = state.paused.iter().map(|(id, p)| (id.clone(), p.reason.clone())).collect();
@@ -126,7 +167,7 @@ impl Watchdog<'_> {
                 Decision::YieldToGame { id, game, pid } => {
                     let Some(res) = r(&id) else { continue };
                     let cgroup = self.processes.cgroup(res.pid).unwrap_or_default();
-                    let why = format!("{} ({}) yields to {game} (pid {pid})", res.label(), res.profile);
+                    let why = format!("{} ({}) yields to {}", res.label(), res.profile, super::game_label(&game, pid));
                     match self.containers.pause(&id, engine_of(&cgroup), &cgroup) {
                         Ok(how) => {
                             state.paused.insert(id.clone(), Paused { reason: PauseReason::Game { name: game, pid }, engine: engine_of(&cgroup), since: self.now });
@@ -152,6 +193,7 @@ impl Watchdog<'_> {
                 }
             }
         }
+        self.unauthorized(&use_now.unknown, state, &mut out);
         // A warning is given once per time over the share.
         state.warned.retain(|id| {
             let res = ledger.reservations.iter().find(|r| &r.id == id);

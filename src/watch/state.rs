@@ -29,6 +29,9 @@ pub struct WatchState {
     /// Containers warned of being over their share, until they are back under it.
     #[serde(default)]
     pub warned: std::collections::BTreeSet<String>,
+    /// Unauthorized GPU processes already reported (`PID:START`), while they run.
+    #[serde(default)]
+    pub unauthorized_seen: std::collections::BTreeSet<String>,
     /// Events by kind since the state was first written (the metrics' counters).
     #[serde(default)]
     pub counts: BTreeMap<String, u64>,

@@ -80,8 +80,10 @@ pub enum Command {
     /// GPU process's memory (NVML, or --inventory FILE standing in for it), finds its
     /// container by its cgroup, and runs the profile's action ([watch] over_share: warn,
     /// pause, kill) on a container over its share ([watch] tolerance_percent, 10); pauses
-    /// the containers of [watch] yield_to_games while a game ([watch] games, by command
-    /// name) runs on their GPU, and resumes them after. Pauses go through the engine
+    /// the containers of [watch] yield_to_games while a game runs on their GPU (Steam's, by
+    /// its reaper, SteamAppId or scope; gamemoderun's; [watch] games by name; never
+    /// [watch] desktop, such as the Steam client), and resumes them after; reports each GPU
+    /// process gpuwarden did not admit, once ([watch] unauthorized = warn, or kill). Pauses go through the engine
     /// (`podman pause`, `docker pause`), so `podman ps` shows them. What it paused and why
     /// survives its own restart ([watch] state_file); what it did is in [watch] events_file
     /// and `gpuwarden status`.
