@@ -33,7 +33,42 @@ fn uid() -> u32 {
     nix::unistd::User::from_name(USER).unwrap().unwrap_or_else(|| panic!("user {USER} exists: scripts/setup.sh makes it")).uid.as_raw()
 }
 
+/// What the user's side runs or mounts (the hook runc runs, the launcher and
+/// the driver's files it bind-mounts, the CLI), where the user can reach it:
+/// the checkout may sit under a folder only root can enter. Hard links where
+/// the file system allows, under /var/tmp; removed on drop.
+struct Staged(PathBuf);
+
+impl Staged {
+    fn new() -> Staged {
+        let dir = PathBuf::from(format!("/var/tmp/gpuwarden-rootless-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        for (from, name) in [(dist("gpuwarden-hook"), "gpuwarden-hook"), (dist("gpuwarden-launch"), "gpuwarden-launch"), (PathBuf::from(bin()), "gpuwarden")] {
+            std::fs::copy(&from, dir.join(name)).unwrap();
+        }
+        let root = &driver_fixture().root;
+        let linked = Command::new("cp").arg("-al").arg(root).arg(dir.join("driver")).status().unwrap().success();
+        if !linked {
+            assert!(Command::new("cp").arg("-a").arg(root).arg(dir.join("driver")).status().unwrap().success(), "cannot copy the driver root");
+        }
+        Staged(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Rootless {
+    staged: Staged,
     dir: tempfile::TempDir,
     config: String,
     socket: PathBuf,
@@ -76,12 +111,11 @@ impl Rootless {
                 socket.display()
             ),
         );
-        let mut w = Rootless { hooks: format!("{d}/hooks.d"), dir, config, socket, broker: None, made_nodes, user_names: Vec::new(), root_names: Vec::new(), _lock: lock };
-        let f = driver_fixture();
+        let mut w = Rootless { staged: Staged::new(), hooks: format!("{d}/hooks.d"), dir, config, socket, broker: None, made_nodes, user_names: Vec::new(), root_names: Vec::new(), _lock: lock };
         let _ = std::fs::remove_file(SPEC);
-        let (hook, launcher) = (dist("gpuwarden-hook"), dist("gpuwarden-launch"));
+        let (hook, launcher, driver) = (w.staged.path("gpuwarden-hook"), w.staged.path("gpuwarden-launch"), w.staged.path("driver"));
         let o = gpuwarden(
-            &["--config", &w.config, "cdi", "generate", "--driver-root", f.root.to_str().unwrap(), "--dev-root", "/", "--output", SPEC, "--hook-path", hook.to_str().unwrap(), "--launcher-path", launcher.to_str().unwrap()],
+            &["--config", &w.config, "cdi", "generate", "--driver-root", driver.to_str().unwrap(), "--dev-root", "/", "--output", SPEC, "--hook-path", hook.to_str().unwrap(), "--launcher-path", launcher.to_str().unwrap()],
             b"",
         );
         assert!(o.status.success(), "cdi generate: {}", stderr(&o));
@@ -211,7 +245,7 @@ fn rootless_and_rootful_containers_share_one_budget_and_the_user_sees_the_refusa
     let by_user = held.iter().filter(|r| r["holder"]["uid"] == uid() && r["holder"]["user"] == USER).count();
     assert_eq!(by_user, 2, "the rootless ones are recorded with the user: {held:?}");
     // The user reads the budget and who holds it, without writing anything.
-    let o = Command::new("runuser").args(["-u", USER, "--", bin(), "--config", &w.config, "status"]).output().unwrap();
+    let o = Command::new("runuser").args(["-u", USER, "--", w.staged.path("gpuwarden").to_str().unwrap(), "--config", &w.config, "status"]).output().unwrap();
     assert!(o.status.success(), "status as {USER}: {}", stderr(&o));
     let rows: Vec<String> = stdout(&o).lines().filter(|l| l.contains("comfyui") && l.contains("25%")).map(str::to_owned).collect();
     assert_eq!(rows.iter().filter(|l| l.split_whitespace().nth(2) == Some(USER)).count(), 2, "{rows:?}");
@@ -289,7 +323,7 @@ fn a_killed_conmon_leaves_a_reservation_the_next_admission_reclaims() {
 /// `gpuwarden-hook STAGE --via-broker` run by the user from a shell, not by a runtime.
 fn forged(w: &Rootless, stage: &str, state: &serde_json::Value) -> Output {
     let mut c = Command::new("runuser");
-    c.args(["-u", USER, "--", dist("gpuwarden-hook").to_str().unwrap(), stage, "--config", &w.config, "--via-broker"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(["-u", USER, "--", w.staged.path("gpuwarden-hook").to_str().unwrap(), stage, "--config", &w.config, "--via-broker"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     child.stdin.take().unwrap().write_all(state.to_string().as_bytes()).unwrap();
     child.wait_with_output().unwrap()
