@@ -14,10 +14,11 @@ mkdir -p "$ASSETS/units" "$ASSETS/hooks.d"
 for u in systemd/gpuwarden-*.service systemd/gpuwarden-*.path systemd/gpuwarden-*.socket; do
   sed 's#/usr/local/bin/#/usr/bin/#g' "$u" > "$ASSETS/units/$(basename "$u")"
 done
-# The stacks, Containerfiles, quadlets and Podman 4.3 units, as examples; the two
+# The stacks, Containerfiles, quadlets, Podman 4.3 units and the Prometheus rules and
+# Grafana dashboard, as examples; the two
 # scripts the Containerfiles copy are shipped executable, on their own.
 mkdir -p "$ASSETS/examples"
-cp -r docker podman "$ASSETS/examples/"
+cp -r docker podman monitoring "$ASSETS/examples/"
 rm "$ASSETS/examples/podman/comfyui/comfyui-start" "$ASSETS/examples/podman/blender/blender-render"
 target/dist/gpuwarden podman install-hook --print --hook-path /usr/bin/gpuwarden-hook --launcher-path /usr/bin/gpuwarden-launch \
   > "$ASSETS/hooks.d/gpuwarden-precreate.json"

@@ -96,7 +96,7 @@ fn the_package_installs_without_a_driver_and_purges_to_nothing() {
     }
     // The examples the README's desktop path builds and runs from, with the scripts the Containerfiles copy executable.
     let examples = Path::new("/usr/share/doc/gpuwarden/examples");
-    for f in ["podman/comfyui/Containerfile", "podman/blender/Containerfile", "podman/quadlet/comfyui@.container", "podman/systemd/comfyui@.service", "podman/systemd/blender-render.service", "docker/comfyui/compose.yaml", "docker/blender/compose.runtime.yaml"] {
+    for f in ["podman/comfyui/Containerfile", "podman/blender/Containerfile", "podman/quadlet/comfyui@.container", "podman/systemd/comfyui@.service", "podman/systemd/blender-render.service", "docker/comfyui/compose.yaml", "docker/blender/compose.runtime.yaml", "monitoring/prometheus/gpuwarden.rules.yml", "monitoring/grafana/gpuwarden.json"] {
         assert!(examples.join(f).is_file(), "{f} is not among the examples");
     }
     for f in ["podman/comfyui/comfyui-start", "podman/blender/blender-render"] {
