@@ -22,7 +22,8 @@ pub struct Who {
 }
 
 impl Who {
-    fn describe(&self) -> String {
+    /// `user ana (uid 1000)`, or `uid 1000`.
+    pub fn describe(&self) -> String {
         match &self.user {
             Some(u) => format!("user {u} (uid {})", self.uid),
             None => format!("uid {}", self.uid),

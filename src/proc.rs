@@ -60,9 +60,8 @@ impl Processes for ProcFs {
     }
 
     fn parent(&self, pid: i32) -> Option<i32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Field 4, counted from the command name's closing parenthesis.
-        stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+        // Field 4 of /proc/PID/stat.
+        stat_fields(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?.nth(1)?.parse().ok()
     }
 
     fn cmdline(&self, pid: i32) -> Option<Vec<String>> {
@@ -124,8 +123,13 @@ pub fn in_container(processes: &dyn Processes, pid: i32, id: &str) -> bool {
 /// Field 22 of `/proc/PID/stat`; the command name (field 2) may hold spaces
 /// and parentheses, so fields are counted from its closing parenthesis.
 pub fn parse_start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+    stat_fields(stat)?.nth(19)?.parse().ok()
+}
+
+/// The fields of `/proc/PID/stat` after the command name (field 3 first):
+/// the name may hold spaces and parentheses, so they start after its last `)`.
+fn stat_fields(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace())
 }
 
 #[cfg(test)]

@@ -40,6 +40,20 @@ impl Options {
     }
 }
 
+/// Runs `f` with what admission reads besides its input: the configuration,
+/// the GPUs (the inventory with the live view merged), the process table,
+/// the MPS daemon, the clock. The admit stage and the broker share it.
+fn with_hook_env<R>(o: &Options, f: impl FnOnce(&HookEnv) -> R) -> R {
+    let inventory = |config: &Config| {
+        let mut inv = hook::load_inventory(o.inventory.as_deref(), config)?;
+        let live = gpuwarden::live::merge(&mut inv, &config.live.file, now(), config.live.max_age_seconds);
+        tracing::debug!("{}", live.describe(&config.live.file));
+        Ok(inv)
+    };
+    let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
+    f(&HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() })
+}
+
 /// True when this hook must go through the broker: asked to, or running in a
 /// user namespace (rootless Podman), where the ledger is root's.
 fn via_broker(o: &Options) -> bool {
@@ -83,18 +97,10 @@ pub fn run(stage: Stage) -> Result<()> {
             through_broker(&o, request, &state.id)?;
         }
         Stage::Admit(o) => {
-            let inventory = |config: &Config| {
-                let mut inv = hook::load_inventory(o.inventory.as_deref(), config)?;
-                let live = gpuwarden::live::merge(&mut inv, &config.live.file, now(), config.live.max_age_seconds);
-                tracing::debug!("{}", live.describe(&config.live.file));
-                Ok(inv)
-            };
-            let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
-            let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() };
-            if let Err(e) = hook::admit(&stdin()?, &env) {
-                hook::record_refusal(&e, &env);
-                return Err(e.into());
-            }
+            let input = stdin()?;
+            with_hook_env(&o, |env| {
+                hook::admit(&input, env).map(drop).inspect_err(|e| hook::record_refusal(e, env))
+            })?;
         }
         Stage::Release(o) if via_broker(&o) => {
             let input = stdin()?;
@@ -117,18 +123,11 @@ pub fn run(stage: Stage) -> Result<()> {
 /// Serves the broker's socket until it fails. Admission runs as the hooks run
 /// it, with the broker's own configuration (never a caller's) and its ledger.
 fn broker(o: &Options) -> Result<()> {
-    let socket = o.settings().map_or_else(|_| gpuwarden::broker::DEFAULT_SOCKET.into(), |c| c.broker.socket);
+    let socket = broker_socket(o);
     let listener = gpuwarden::broker::Listener::open(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     let o = o.clone();
     let handle = move |caller: &gpuwarden::broker::Caller, request: gpuwarden::broker::Request| {
-        let inventory = |config: &Config| {
-            let mut inv = hook::load_inventory(o.inventory.as_deref(), config)?;
-            gpuwarden::live::merge(&mut inv, &config.live.file, now(), config.live.max_age_seconds);
-            Ok(inv)
-        };
-        let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
-        let env = HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() };
-        gpuwarden::broker::handle(caller, request, &env, &gpuwarden::proc::user_namespace_owner)
+        with_hook_env(&o, |env| gpuwarden::broker::handle(caller, request, env, &gpuwarden::proc::user_namespace_owner))
     };
     tracing::info!("the admission broker listens on {}", socket.display());
     let failed = gpuwarden::broker::serve(&listener, std::sync::Arc::new(gpuwarden::broker::ServeEnv { handle: Box::new(handle) }));

@@ -10,7 +10,8 @@ use crate::oci::{short_id, ContainerConfig, HookState};
 /// Answers `request` from `caller`. `owner_of` tells the uid owning a
 /// process's user namespace (see [`crate::proc::user_namespace_owner`]).
 pub fn handle(caller: &Caller, request: Request, env: &HookEnv, owner_of: &dyn Fn(i32) -> Option<u32>) -> Answer {
-    let who = caller.user.as_deref().map_or_else(|| format!("uid {}", caller.uid), |u| format!("{u} (uid {})", caller.uid));
+    let user = Who { uid: caller.uid, user: caller.user.clone(), groups: caller.groups.clone() };
+    let who = user.describe();
     let refuse = |line: String| {
         tracing::warn!("refused {who} (pid {}): {line}", caller.pid);
         Answer::refused(line)
@@ -32,8 +33,7 @@ pub fn handle(caller: &Caller, request: Request, env: &HookEnv, owner_of: &dyn F
                 Err(e) => return refuse(format!("refused {id}: {e}")),
             };
             // Root's containers are the administrator's: no user rules, nothing recorded.
-            let user = (caller.uid != 0).then(|| Who { uid: caller.uid, user: caller.user.clone(), groups: caller.groups.clone() });
-            match admit_config(&state, &cfg, env, user.as_ref()) {
+            match admit_config(&state, &cfg, env, (caller.uid != 0).then_some(&user)) {
                 Ok(admission) => {
                     tracing::info!("{who}: {admission:?}");
                     Answer::ok()

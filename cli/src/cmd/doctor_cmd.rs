@@ -25,14 +25,15 @@ pub fn gather(args: &DoctorArgs, config: &Config) -> Facts {
     let here = root == Path::new("/");
     let path: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     let stand_in = args.inventory.clone().or_else(|| config.inventory.clone());
-    let gpus = super::inventory_cmd::for_status(stand_in.as_deref(), Some(&config.cdi.driver_root), config)
-        .map(|inv| Gpus { driver_version: inv.driver_version.clone(), names: inv.gpus.iter().map(|g| g.name.clone()).collect() })
-        .map_err(|e| gpuwarden::text::one_line(e.as_ref()));
+    // Loaded once: the driver's facts and the MPS defaults' devices come from the same GPUs.
+    let inventory = super::inventory_cmd::for_status(stand_in.as_deref(), Some(&config.cdi.driver_root), config).map_err(|e| gpuwarden::text::one_line(e.as_ref()));
+    let devices = inventory.as_ref().map_or(1, |inv| inv.gpus.len() as u32);
+    let gpus = inventory.map(|inv| Gpus { driver_version: inv.driver_version.clone(), names: inv.gpus.iter().map(|g| g.name.clone()).collect() });
     let cdi_dirs: Vec<PathBuf> = if args.cdi_dirs.is_empty() { gpuwarden::cdi::DEFAULT_SPEC_DIRS.iter().map(|d| under(root, Path::new(d))).collect() } else { args.cdi_dirs.clone() };
     Facts {
         gpus: Some(gpus),
         stand_in,
-        mps: mps(config, &path),
+        mps: mps(config, &path, devices),
         cdi: cdi(cdi_dirs, &path),
         podman: [under(root, Path::new("/usr/bin/podman"))].iter().any(|p| p.exists()).then(|| Engine {
             version: here.then(|| version("podman")).flatten(),
@@ -61,15 +62,12 @@ fn version(program: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&o.stdout).trim().to_string()).filter(|v| !v.is_empty())
 }
 
-fn mps(config: &Config, path: &[PathBuf]) -> MpsFacts {
+fn mps(config: &Config, path: &[PathBuf], devices: u32) -> MpsFacts {
     let m = &config.mps;
     let control = if m.control.is_absolute() { Some(m.control.clone()).filter(|p| p.is_file()) } else { path.iter().map(|d| d.join(&m.control)).find(|p| p.is_file()) };
     let daemon = control.as_ref().map(|_| gpuwarden::mps::daemon(&m.pipe_directory, Path::new("/proc")).map(|d| d.pid).map_err(|e| e.to_string()));
     let defaults = match (&daemon, gpuwarden::mps::Ceiling::of(config)) {
-        (Some(Ok(_)), Some(ceiling)) => {
-            let devices = super::inventory_cmd::for_status(config.inventory.as_deref(), Some(&config.cdi.driver_root), config).map(|i| i.gpus.len() as u32).unwrap_or(1);
-            Some(ceiling.verify(&gpuwarden::mps::ControlBinary::new(m), devices).map_err(|e| e.to_string()))
-        }
+        (Some(Ok(_)), Some(ceiling)) => Some(ceiling.verify(&gpuwarden::mps::ControlBinary::new(m), devices).map_err(|e| e.to_string())),
         _ => None,
     };
     MpsFacts { enabled: m.enabled, control, daemon, defaults }
