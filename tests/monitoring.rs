@@ -58,7 +58,8 @@ fn watched() -> Watched {
     let d = dir.path().display().to_string();
     let config = write(dir.path(), "config.toml", &format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{d}/state\"\n[mps]\npipe_directory = \"{d}/mps/pipe\"\nlog_directory = \"{d}/mps/log\"\nshm_directory = \"{d}/mps/shm\"\n[watch]\ninterval_seconds = 1\n"));
     let program = dir.path().join("train");
-    std::fs::copy("/bin/sleep", &program).unwrap();
+    // A link, not a copy: a copied executable run while another thread forks can fail with ETXTBSY.
+    std::os::unix::fs::symlink("/bin/sleep", &program).unwrap();
     let job = KillOnDrop(Command::new(&program).arg("600").spawn().unwrap());
     let o = gpuwarden(&["inventory", "--inventory", "builtin:rtx4070", "--json"], b"");
     let mut inv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -212,7 +212,8 @@ fn a_game_pauses_the_workers_which_resume_when_it_ends_even_across_a_killed_watc
     let (_, p2) = w.start("w2", "comfyui");
     let program = |name: &str| {
         let p = w.dir.path().join(name);
-        std::fs::copy("/bin/sleep", &p).unwrap();
+        // A link, not a copy: a copied executable run while another thread forks can fail with ETXTBSY.
+        std::os::unix::fs::symlink("/bin/sleep", &p).unwrap();
         p
     };
 
@@ -329,7 +330,7 @@ fn gpu_processes_gpuwarden_did_not_admit_are_reported_once_counted_and_killed_in
     let (rogue_id, rogue) = w.start_around("rogue");
     // A CUDA job on the host.
     let job = w.dir.path().join("python3");
-    std::fs::copy("/bin/sleep", &job).unwrap();
+    std::os::unix::fs::symlink("/bin/sleep", &job).unwrap();
     let mut host = KillOnDrop(Command::new(&job).arg("600").spawn().unwrap());
     let host_pid = host.0.id() as i32;
     let gpu = w.gpu_runs(&[(worker, "python3", 1000), (rogue, "sleep", 800), (host_pid, "python3", 500)]);
