@@ -89,6 +89,11 @@ impl GpuCapacity {
         })
     }
 
+    /// `GPU 0 (RTX 4070)`.
+    pub fn describe(&self) -> String {
+        format!("GPU {} ({})", self.index, self.short_name())
+    }
+
     /// `RTX 4070` for `NVIDIA GeForce RTX 4070`.
     pub fn short_name(&self) -> &str {
         let n = self.name.strip_prefix("NVIDIA ").unwrap_or(&self.name);
@@ -174,7 +179,13 @@ const HOLDERS_SHOWN: usize = 6;
 /// The one line a refused user reads: who asked what, where, what is left,
 /// who holds the rest and what is reserved.
 pub fn refusal(container: &str, profile: &str, gpu: &GpuCapacity, shortfall: &Shortfall, holders: &[&Reservation]) -> String {
-    let mut s = format!("refused {container} ({profile}) on GPU {} ({}): {}", gpu.index, gpu.short_name(), shortfall.text);
+    format!("refused {container} ({profile}) on {}: {}", gpu.describe(), refusal_detail(gpu, shortfall, holders))
+}
+
+/// What a refusal says after naming the GPU: the shortfall, who holds it,
+/// what runs outside gpuwarden, the reserves.
+pub fn refusal_detail(gpu: &GpuCapacity, shortfall: &Shortfall, holders: &[&Reservation]) -> String {
+    let mut s = shortfall.text.clone();
     let share = |r: &Reservation| match shortfall.resource {
         Resource::PinnedMemory => r.pinned_bytes.to_string(),
         Resource::Threads => format!("{}%", r.threads),

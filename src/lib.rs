@@ -25,6 +25,7 @@ pub mod mps;
 pub mod oci;
 pub mod policy;
 pub mod proc;
+pub mod queue;
 pub mod rewrite;
 pub mod shim;
 pub mod watch;

@@ -9,13 +9,15 @@ use serde_json::{json, Value};
 use crate::budget::{usage, GpuCapacity, Usage};
 use crate::config::Config;
 use crate::inventory::Inventory;
-use crate::ledger::{Ledger, Reservation};
+use crate::ledger::{Ledger, Reservation, Waiting};
 use crate::proc::Processes;
 
 pub struct GpuStatus<'a> {
     pub capacity: GpuCapacity,
     pub usage: Usage,
     pub holders: Vec<(&'a Reservation, bool)>,
+    /// The containers waiting for a share of it, in the order they will be served.
+    pub queue: Vec<&'a Waiting>,
 }
 
 /// The status of each GPU of `inventory`; `bool` marks stale holders.
@@ -29,6 +31,7 @@ pub fn gather<'a>(inventory: &Inventory, config: &Config, ledger: &'a Ledger, pr
             GpuStatus {
                 usage: usage(&holders),
                 holders: holders.into_iter().map(|r| (r, processes.start_time(r.pid) != Some(r.pid_start))).collect(),
+                queue: crate::queue::ordered(&ledger.queue, &config.watch.priority).into_iter().filter(|w| w.gpus.contains(&gpu.uuid)).collect(),
                 capacity,
             }
         })
@@ -86,6 +89,7 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
         }
         let _ = writeln!(out, "  clients  {}  {} of {}", bar(u.clients.into(), c.max_clients.into()), u.clients, c.max_clients);
         let _ = writeln!(out, "  live     {}", live_text(c));
+        render_queue(&mut out, &s.queue, now);
         if s.holders.is_empty() {
             let _ = writeln!(out, "  no reservations");
             continue;
@@ -98,7 +102,7 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
                     crate::oci::short_id(&r.id).to_string(),
                     r.name.clone().unwrap_or_else(|| crate::oci::short_id(&r.id).to_string()),
                     // Rootless containers come through the broker, which records who; the rest are root's.
-                    r.holder.as_ref().map_or_else(|| "root".to_string(), |h| h.user.clone().unwrap_or_else(|| h.uid.to_string())),
+                    user_of(r.holder.as_ref()),
                     r.profile.clone(),
                     format!("{}%", r.threads),
                     r.pinned_bytes.to_string(),
@@ -119,6 +123,35 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
         }
     }
     out
+}
+
+/// Who a reservation or a place in the queue belongs to: the user the broker
+/// recorded, else root.
+fn user_of(holder: Option<&crate::ledger::Holder>) -> String {
+    holder.map_or_else(|| "root".to_string(), |h| h.user.clone().unwrap_or_else(|| h.uid.to_string()))
+}
+
+/// The queue of one GPU: position, container, profile, how long it waited
+/// and may still wait, and what it waits for.
+fn render_queue(out: &mut String, queue: &[&Waiting], now: u64) {
+    if queue.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  queue    {} waiting", queue.len());
+    for (i, w) in queue.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    {}. {}  {}  {}  waited {}, {} left: {}{}",
+            i + 1,
+            w.label(),
+            user_of(w.holder.as_ref()),
+            w.profile,
+            age(now.saturating_sub(w.queued_at)),
+            age(w.until.saturating_sub(now)),
+            w.waits_for,
+            if w.cancelled { " (cancelled)" } else { "" }
+        );
+    }
 }
 
 /// What runs on the GPU outside the reservations, or that nobody can tell.
@@ -160,6 +193,13 @@ pub fn render_json(status: &[GpuStatus], now: u64) -> Value {
                     v["stale"] = json!(stale);
                     v
                 }).collect::<Vec<_>>(),
+                "queue": s.queue.iter().enumerate().map(|(i, w)| {
+                    let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+                    v["position"] = json!(i + 1);
+                    v["waited_seconds"] = json!(now.saturating_sub(w.queued_at));
+                    v["left_seconds"] = json!(w.until.saturating_sub(now));
+                    v
+                }).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -168,6 +208,32 @@ pub fn render_json(status: &[GpuStatus], now: u64) -> Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_queue_is_listed_in_the_order_it_is_served() {
+        let inv = builtin("rtx4070").unwrap();
+        let config = Config::default();
+        let mut ledger = Ledger::default();
+        let uuid = inv.gpus[0].uuid.clone();
+        for (id, profile, at) in [("c0ffee00112233", "comfyui", 100), ("b1e0de00112233", "blender", 150)] {
+            ledger.queue.push(Waiting {
+                id: id.into(), name: None, profile: profile.into(), gpus: vec![uuid.clone()], threads: 25, pinned_bytes: ByteSize::gib(3), pid: 1, pid_start: 5,
+                waiter: 2, waiter_start: 5, queued_at: at, until: at + 200, waits_for: "GPU 0 (RTX 4070): needs 3.0 GiB pinned memory".into(), cancelled: false,
+                holder: Some(crate::ledger::Holder { uid: 1000, user: Some("ana".into()) }),
+            });
+        }
+        let status = gather(&inv, &config, &ledger, &FakeProcesses(HashMap::new()));
+        let text = render_text(&status, 200);
+        let lines: Vec<&str> = text.lines().skip_while(|l| !l.contains("queue")).take(3).collect();
+        assert_eq!(lines, [
+            "  queue    2 waiting",
+            "    1. b1e0de001122  ana  blender  waited 50s, 2m30s left: GPU 0 (RTX 4070): needs 3.0 GiB pinned memory",
+            "    2. c0ffee001122  ana  comfyui  waited 1m40s, 1m40s left: GPU 0 (RTX 4070): needs 3.0 GiB pinned memory",
+        ], "{text}");
+        let v = render_json(&status, 200);
+        let q = &v["gpus"][0]["queue"];
+        assert_eq!((q[0]["position"].clone(), q[0]["profile"].clone(), q[0]["waited_seconds"].clone(), q[1]["left_seconds"].clone()), (json!(1), json!("blender"), json!(50), json!(100)));
+    }
+
     use super::*;
     use crate::inventory::builtin;
     use crate::ledger::tests::FakeProcesses;
@@ -195,8 +261,10 @@ mod tests {
         let row = text.lines().find(|l| l.contains("77aa00112233")).unwrap();
         assert_eq!(row.split_whitespace().take(3).collect::<Vec<_>>(), ["77aa00112233", "77aa00112233", "root"], "no name: the id stands in; no holder: root's");
         assert_eq!(text.matches("stale: process gone").count(), 1, "{text}");
+        assert!(!text.contains("queue"), "no queue, no line: {text}");
         let v = render_json(&status, 233);
         assert_eq!(v["gpus"][0]["pinned_memory"]["left_bytes"], ByteSize::mib(1536).as_u64());
+        assert_eq!(v["gpus"][0]["queue"], json!([]));
         assert_eq!(v["gpus"][0]["reservations"][1]["stale"], true);
     }
 

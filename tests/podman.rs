@@ -774,3 +774,112 @@ fn beside_nvidias_real_spec_its_all_and_our_comfyui_both_work_whichever_is_writt
     both_run(&mut w, "gpuwarden-first");
     drop(nvidia);
 }
+
+impl World {
+    /// The render queue of GPU 0, as `status --json` lists it (in the order it is served).
+    fn queue(&self) -> Vec<serde_json::Value> {
+        self.status()["gpus"][0]["queue"].as_array().unwrap().clone()
+    }
+
+    /// Waits (up to 60 s) until the queue holds `n` containers.
+    fn await_queue(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let q = self.queue();
+            if q.len() == n {
+                return q;
+            }
+            assert!(std::time::Instant::now() < deadline, "the queue never held {n}: {q:?}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// `podman run -d` of NAME (named so for gpuwarden too) on a thread, waiting `wait` for its share.
+    fn start_waiting(&mut self, name: &str, device: &str, wait: &str) -> std::thread::JoinHandle<Output> {
+        let full = format!("{}{name}", self.prefix);
+        self.started.push(full.clone());
+        let (hooks, device, annotations) = (self.hooks_dir.display().to_string(), format!("nvidia.com/gpu={device}"), [format!("gpuwarden.io/name={name}"), format!("gpuwarden.io/wait={wait}")]);
+        std::thread::spawn(move || {
+            podman(&[
+                "--runtime", "runc", "--hooks-dir", &hooks, "run", "-d", "--name", &full, "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--device", &device,
+                "--annotation", &annotations[0], "--annotation", &annotations[1], IMAGE, "sh", "-c", "sleep 600",
+            ])
+        })
+    }
+}
+
+#[test]
+fn the_render_queue_admits_by_priority_times_out_visibly_and_survives_its_holders() {
+    let Some(mut w) = World::new("the_render_queue_admits_by_priority_times_out_visibly_and_survives_its_holders", true, "") else { return };
+    // The budget is full for both profiles: a render holds 5.0 of 7.5 GiB.
+    let o = w.start("render1", &["--device", "nvidia.com/gpu=blender", "--annotation", "gpuwarden.io/name=render1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A worker queues first, a render second; the render is served first.
+    let comfy = w.start_waiting("comfyq", "comfyui", "20s");
+    w.await_queue(1);
+    let render = w.start_waiting("renderq", "blender", "2m");
+    let q = w.await_queue(2);
+    let order: Vec<(&str, &str)> = q.iter().map(|e| (e["name"].as_str().unwrap(), e["profile"].as_str().unwrap())).collect();
+    assert_eq!(order, [("renderq", "blender"), ("comfyq", "comfyui")], "{q:?}");
+    // At its next look (every 0.2 s) the worker says it waits behind the render.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !w.queue()[1]["waits_for"].as_str().unwrap().contains("renderq (blender) waits ahead of it in the queue") {
+        assert!(std::time::Instant::now() < deadline, "the worker never said it waits behind the render: {:?}", w.queue());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = stdout(&gpuwarden(&["--config", &w.config, "status"], b""));
+    assert!(text.contains("queue    2 waiting") && text.contains("1. ") && text.contains("renderq  root  blender  waited"), "{text}");
+
+    // The render's share frees: the queued render starts, the worker still waits (2.5 GiB left).
+    w.remove("render1");
+    let o = render.join().unwrap();
+    assert!(o.status.success(), "the queued render starts once the share frees: {}", stderr(&o));
+    assert_eq!(w.status()["gpus"][0]["reservations"][0]["name"], "renderq");
+    assert_eq!(w.queue().len(), 1);
+
+    // The worker's wait runs out: the line is on its own `podman run`'s stderr.
+    let line = refusal(&comfy.join().unwrap());
+    assert!(line.starts_with("gpuwarden: refused "), "{line}");
+    assert!(line.contains(" comfyq (comfyui) after waiting 2") && line.contains("s (gpuwarden.io/wait=20s) on GPU 0 (RTX 4070): needs 3.0 GiB pinned memory, 2.5 GiB left of 7.5 GiB (held by "), "{line}");
+    assert!(line.contains(" renderq (blender) 5.0 GiB; reserved: steam 4.0 GiB, system 0.5 GiB)"), "{line}");
+    assert!(w.queue().is_empty(), "a refused container leaves the queue");
+
+    // The queue survives a SIGKILL of the hook holding a place: the next in line keeps its place and starts.
+    let first = w.start_waiting("comfyk", "comfyui", "2m");
+    w.await_queue(1);
+    let second = w.start_waiting("comfyl", "comfyui", "2m");
+    let q = w.await_queue(2);
+    assert_eq!(q[0]["name"], "comfyk");
+    let waiter = q[0]["waiter"].as_i64().unwrap() as i32;
+    let comm = std::fs::read_to_string(format!("/proc/{waiter}/comm")).unwrap();
+    assert_eq!(comm.trim(), "gpuwarden-hook", "the place is held by comfyk's admission hook");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(waiter), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let o = first.join().unwrap();
+    assert!(!o.status.success(), "a container whose hook was killed does not start");
+    w.remove("renderq");
+    let o = second.join().unwrap();
+    assert!(o.status.success(), "the next in line starts: {}", stderr(&o));
+    let held: Vec<String> = w.status()["gpus"][0]["reservations"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(held, ["comfyl"]);
+    assert!(w.queue().is_empty(), "the killed hook's place was reclaimed");
+
+    // Podman holds a container's lock while its hooks run: `podman rm -f` waits for the
+    // wait, and `gpuwarden queue cancel` ends it at once.
+    w.remove("comfyl");
+    let o = w.start("render2", &["--device", "nvidia.com/gpu=blender"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let waiting = w.start_waiting("comfyc", "comfyui", "3m");
+    w.await_queue(1);
+    let full = format!("{}comfyc", w.prefix);
+    let rm = std::thread::spawn(move || podman(&["rm", "-f", "-t", "0", &full]));
+    let o = gpuwarden(&["--config", &w.config, "queue", "cancel", "comfyc"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("comfyc (comfyui) leaves the queue at its next look"), "{}", stdout(&o));
+    let line = refusal(&waiting.join().unwrap());
+    assert!(line.contains(" comfyc (comfyui): taken out of the queue with `gpuwarden queue cancel` after waiting "), "{line}");
+    assert!(rm.join().unwrap().status.success(), "podman rm -f completes once the wait is over");
+    assert!(w.queue().is_empty());
+    let o = podman(&["container", "exists", &format!("{}comfyc", w.prefix)]);
+    assert!(!o.status.success(), "the cancelled container is gone");
+}

@@ -43,7 +43,7 @@ impl Options {
 /// Runs `f` with what admission reads besides its input: the configuration,
 /// the GPUs (the inventory with the live view merged), the process table,
 /// the MPS daemon, the clock. The admit stage and the broker share it.
-fn with_hook_env<R>(o: &Options, f: impl FnOnce(&HookEnv) -> R) -> R {
+fn with_hook_env<R>(o: &Options, waiter: &dyn gpuwarden::queue::Waiter, f: impl FnOnce(&HookEnv) -> R) -> R {
     let inventory = |config: &Config| {
         let mut inv = hook::load_inventory(o.inventory.as_deref(), config)?;
         let live = gpuwarden::live::merge(&mut inv, &config.live.file, now(), config.live.max_age_seconds);
@@ -51,7 +51,7 @@ fn with_hook_env<R>(o: &Options, f: impl FnOnce(&HookEnv) -> R) -> R {
         Ok(inv)
     };
     let daemon = |mps: &gpuwarden::config::MpsConfig| gpuwarden::mps::daemon(&mps.pipe_directory, Path::new("/proc"));
-    f(&HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now() })
+    f(&HookEnv { settings: &|| o.settings(), state_dir: o.state_dir.as_deref(), processes: &ProcFs, inventory: &inventory, daemon: &daemon, now: now(), waiter })
 }
 
 /// True when this hook must go through the broker: asked to, or running in a
@@ -66,13 +66,25 @@ fn broker_socket(o: &Options) -> std::path::PathBuf {
     o.settings().map_or_else(|_| gpuwarden::broker::DEFAULT_SOCKET.into(), |c| c.broker.socket)
 }
 
-/// One request to the broker; its refusal is this hook's.
-fn through_broker(o: &Options, request: gpuwarden::broker::Request, id: &str) -> Result<()> {
-    match gpuwarden::broker::ask(&broker_socket(o), &request) {
+/// One request to the broker; its refusal is this hook's. `wait` is how long
+/// the container may wait for its share there.
+fn through_broker(o: &Options, request: gpuwarden::broker::Request, id: &str, wait: std::time::Duration) -> Result<()> {
+    match gpuwarden::broker::ask(&broker_socket(o), &request, gpuwarden::broker::ANSWER_TIMEOUT + wait) {
         Ok(answer) if answer.ok => Ok(()),
         Ok(answer) => Err(answer.line.into()),
         Err(down) => Err(format!("refused {}: {down}", gpuwarden::oci::short_id(id)).into()),
     }
+}
+
+/// How long the container in `config` may wait for its share, as far as
+/// this hook can tell (the broker's configuration decides): its annotation or
+/// env, else its profile's in the configuration this hook reads.
+fn asked_wait(o: &Options, config: &[u8]) -> std::time::Duration {
+    let Ok(cfg) = gpuwarden::oci::ContainerConfig::parse(config, "config.json") else { return std::time::Duration::ZERO };
+    let settings = o.settings().unwrap_or_default();
+    let profiles = cfg.profile_name().ok().flatten().and_then(|p| settings.profiles.iter().find(|(n, _)| n.as_str() == p)).map(|(_, d)| d.wait);
+    let wait = gpuwarden::queue::requested(&cfg, profiles.unwrap_or_default()).unwrap_or_default();
+    std::time::Duration::from_secs(wait.as_seconds())
 }
 
 pub fn run(stage: Stage) -> Result<()> {
@@ -93,19 +105,20 @@ pub fn run(stage: Stage) -> Result<()> {
             // The hook reads its own bundle: the broker opens no path a caller names.
             let config_path = state.bundle()?.join("config.json");
             let config = std::fs::read(&config_path).map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+            let wait = asked_wait(&o, &config);
             let request = gpuwarden::broker::Request::admit(&input, &config)?;
-            through_broker(&o, request, &state.id)?;
+            through_broker(&o, request, &state.id, wait)?;
         }
         Stage::Admit(o) => {
             let input = stdin()?;
-            with_hook_env(&o, |env| {
+            with_hook_env(&o, &gpuwarden::queue::HookWaiter::new(), |env| {
                 hook::admit(&input, env).map(drop).inspect_err(|e| hook::record_refusal(e, env))
             })?;
         }
         Stage::Release(o) if via_broker(&o) => {
             let input = stdin()?;
             let state = gpuwarden::oci::HookState::parse(&input)?;
-            through_broker(&o, gpuwarden::broker::Request::release(&input)?, &state.id)?;
+            through_broker(&o, gpuwarden::broker::Request::release(&input)?, &state.id, std::time::Duration::ZERO)?;
         }
         Stage::Release(o) => {
             let input = stdin()?;
@@ -126,8 +139,9 @@ fn broker(o: &Options) -> Result<()> {
     let socket = broker_socket(o);
     let listener = gpuwarden::broker::Listener::open(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     let o = o.clone();
-    let handle = move |caller: &gpuwarden::broker::Caller, request: gpuwarden::broker::Request| {
-        with_hook_env(&o, |env| gpuwarden::broker::handle(caller, request, env, &gpuwarden::proc::user_namespace_owner))
+    let handle = move |caller: &gpuwarden::broker::Caller, request: gpuwarden::broker::Request, connected: &dyn Fn() -> bool| {
+        let waiter = gpuwarden::queue::CallerWaiter { pid: caller.pid, connected };
+        with_hook_env(&o, &waiter, |env| gpuwarden::broker::handle(caller, request, env, &gpuwarden::proc::user_namespace_owner))
     };
     tracing::info!("the admission broker listens on {}", socket.display());
     let failed = gpuwarden::broker::serve(&listener, std::sync::Arc::new(gpuwarden::broker::ServeEnv { handle: Box::new(handle) }));

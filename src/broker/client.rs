@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::{Answer, Request, SOCKET_UNIT};
 
-/// How long admission may take at the broker (it waits for the ledger's lock).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long admission may take at the broker beyond the container's wait
+/// for its share (it waits for the ledger's lock).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The broker could not be asked: the hook refuses, naming what to start.
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +26,12 @@ pub fn in_user_namespace(uid_map: &str) -> bool {
     first != ["0", "0", "4294967295"]
 }
 
-/// Sends `request` to the broker at `socket` and reads its answer.
-pub fn ask(socket: &Path, request: &Request) -> Result<Answer, BrokerDown> {
+/// Sends `request` to the broker at `socket` and reads its answer, for at
+/// most `within` (see [`ANSWER_TIMEOUT`]).
+pub fn ask(socket: &Path, request: &Request, within: Duration) -> Result<Answer, BrokerDown> {
     let down = |why: String| BrokerDown { socket: socket.to_path_buf(), why };
     let mut stream = UnixStream::connect(socket).map_err(|e| down(format!("connect: {e}")))?;
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| down(e.to_string()))?;
+    stream.set_read_timeout(Some(within)).map_err(|e| down(e.to_string()))?;
     let body = serde_json::to_vec(request).expect("a request serializes");
     stream.write_all(&body).and_then(|()| stream.shutdown(std::net::Shutdown::Write)).map_err(|e| down(format!("send: {e}")))?;
     let mut answer = Vec::new();
@@ -50,7 +52,7 @@ mod tests {
 
     #[test]
     fn a_broker_that_is_not_there_is_named_with_the_unit() {
-        let e = ask(Path::new("/nonexistent/broker.sock"), &Request::Release { state: serde_json::json!({}) }).unwrap_err().to_string();
+        let e = ask(Path::new("/nonexistent/broker.sock"), &Request::Release { state: serde_json::json!({}) }, ANSWER_TIMEOUT).unwrap_err().to_string();
         assert!(e.starts_with("the admission broker does not answer at /nonexistent/broker.sock (connect: "), "{e}");
         assert!(e.contains("systemctl start gpuwarden-broker.socket"), "{e}");
     }

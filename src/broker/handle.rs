@@ -88,7 +88,8 @@ mod tests {
         let settings = || Ok(config.clone());
         let inventory = |c: &Config| crate::hook::load_inventory(None, c);
         let daemon = |_: &crate::config::MpsConfig| Err(crate::mps::ProbeError::NotListening { path: "/x".into(), errno: nix::Error::ENOENT });
-        let env = HookEnv { settings: &settings, state_dir: None, processes: &procs, inventory: &inventory, daemon: &daemon, now: 5 };
+        let waiter = crate::queue::FakeWaiter::at(5);
+        let env = HookEnv { settings: &settings, state_dir: None, processes: &procs, inventory: &inventory, daemon: &daemon, now: 5, waiter: &waiter };
         let ana = Caller { uid: 1000, pid: 99, user: Some("ana".into()), groups: vec![] };
         let owned_by = |uid: u32| move |_: i32| Some(uid);
 

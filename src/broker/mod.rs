@@ -16,7 +16,7 @@ mod client;
 mod handle;
 mod serve;
 
-pub use client::{ask, in_user_namespace, BrokerDown};
+pub use client::{ask, in_user_namespace, BrokerDown, ANSWER_TIMEOUT};
 pub use handle::handle;
 pub use serve::{serve, Listener, ServeEnv};
 

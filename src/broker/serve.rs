@@ -53,8 +53,10 @@ impl Listener {
     }
 }
 
-/// Answers one request from one caller.
-pub type Handler = Box<dyn Fn(&Caller, Request) -> Answer + Send + Sync>;
+/// Answers one request from one caller; the third argument tells whether
+/// the caller is still connected (a waiting admission leaves the queue when
+/// its hook is gone).
+pub type Handler = Box<dyn Fn(&Caller, Request, &dyn Fn() -> bool) -> Answer + Send + Sync>;
 
 /// What answers a request.
 pub struct ServeEnv {
@@ -97,13 +99,24 @@ fn connection(stream: UnixStream, env: &ServeEnv) {
         Err(e) => return reply(stream, &Answer::refused(format!("who is asking cannot be told: {e}"))),
     };
     let answer = match read_request(&stream) {
-        Ok(request) => (env.handle)(&caller, request),
+        Ok(request) => (env.handle)(&caller, request, &|| connected(&stream)),
         Err(why) => {
             tracing::warn!("refused a request from uid {} (pid {}): {why}", caller.uid, caller.pid);
             Answer::refused(why)
         }
     };
     reply(stream, &answer);
+}
+
+/// Whether the caller still holds its end: a peer that closed (or died)
+/// shows as POLLHUP; one that only finished sending does not.
+fn connected(stream: &UnixStream) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(stream.as_fd(), nix::poll::PollFlags::empty())];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(_) => !fds[0].revents().is_some_and(|r| r.intersects(nix::poll::PollFlags::POLLHUP | nix::poll::PollFlags::POLLERR)),
+        Err(_) => true,
+    }
 }
 
 /// The caller, as the kernel saw it connect (translated into this namespace).
@@ -152,9 +165,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/broker.sock");
         let listener = Listener::open(&socket).unwrap();
-        let env = Arc::new(ServeEnv { handle: Box::new(|c: &Caller, r: Request| Answer::refused(format!("uid {} asked {}", c.uid, matches!(r, Request::Release { .. })))) });
+        let env = Arc::new(ServeEnv { handle: Box::new(|c: &Caller, r: Request, _: &dyn Fn() -> bool| Answer::refused(format!("uid {} asked {}", c.uid, matches!(r, Request::Release { .. })))) });
         std::thread::spawn(move || serve(&listener, env));
         (dir, socket)
+    }
+
+    #[test]
+    fn a_handler_tells_a_caller_that_waits_from_one_that_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("broker.sock");
+        let listener = Listener::open(&socket).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let handle = move |_: &Caller, _: Request, connected: &dyn Fn() -> bool| {
+            let _ = tx.lock().unwrap().send(connected());
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while connected() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = tx.lock().unwrap().send(connected());
+            Answer::ok()
+        };
+        let env = Arc::new(ServeEnv { handle: Box::new(handle) });
+        std::thread::spawn(move || serve(&listener, env));
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.write_all(br#"{"stage":"release","state":{}}"#).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(rx.recv().unwrap(), "a caller that sent its request and waits for the answer is connected");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(s);
+        assert!(!rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), "a caller that closed is gone");
     }
 
     fn send(socket: &Path, body: &[u8]) -> Answer {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use profile::{builtin_profiles, LandlockPaths, Port, Profile, Require};
 use profile::RawProfile;
-pub use values::{AbsPath, Capability, ClientCount, Percent, PinnedMemory, ProfileName, MPS_MAX_CLIENTS};
+pub use values::{AbsPath, Capability, ClientCount, Percent, PinnedMemory, ProfileName, WaitTime, MPS_MAX_CLIENTS};
 
 use crate::size::ByteSize;
 
@@ -73,8 +73,13 @@ pub struct WatchConfig {
     /// Command names never counted as games: the Steam client, display servers,
     /// compositors, browsers' GPU processes (`kwin_*` matches a prefix).
     pub desktop: Vec<String>,
-    /// Profiles whose containers are paused while a game runs.
+    /// Profiles whose containers are paused while a game runs (and, when
+    /// they wait for their share, also wait while one runs).
     pub yield_to_games: Vec<String>,
+    /// The render queue's order: containers of profiles named first are
+    /// admitted first; unnamed profiles come last; first come, first served
+    /// within a profile.
+    pub priority: Vec<String>,
     /// Its state (paused containers, a heartbeat) and its events (admission's
     /// refusals too): by default `watch.json` and `events.jsonl` in `state_dir`.
     pub state_file: PathBuf,
@@ -232,6 +237,7 @@ struct RawWatch {
     games: Option<Vec<String>>,
     desktop: Option<Vec<String>>,
     yield_to_games: Option<Vec<String>>,
+    priority: Option<Vec<String>>,
     unauthorized: Option<UnauthorizedAction>,
     state_file: Option<AbsPath>,
     events_file: Option<AbsPath>,
@@ -307,6 +313,7 @@ impl Default for Config {
                 .map(String::from)
                 .to_vec(),
                 yield_to_games: vec!["blender".to_string(), "comfyui".to_string()],
+                priority: vec!["blender".to_string(), "comfyui".to_string()],
                 unauthorized: UnauthorizedAction::Warn,
                 state_file: "/run/gpuwarden/watch.json".into(),
                 events_file: "/run/gpuwarden/events.jsonl".into(),
@@ -388,6 +395,7 @@ impl Config {
         w.desktop = raw.watch.desktop.unwrap_or(std::mem::take(&mut w.desktop));
         w.unauthorized = raw.watch.unauthorized.unwrap_or(w.unauthorized);
         w.yield_to_games = raw.watch.yield_to_games.unwrap_or(std::mem::take(&mut w.yield_to_games));
+        w.priority = raw.watch.priority.unwrap_or(std::mem::take(&mut w.priority));
         // Beside the ledger unless named: a config with its own state folder keeps all its state there.
         w.state_file = raw.watch.state_file.map_or_else(|| config.state_dir.join("watch.json"), |f| f.path().to_path_buf());
         w.events_file = raw.watch.events_file.map_or_else(|| config.state_dir.join("events.jsonl"), |f| f.path().to_path_buf());

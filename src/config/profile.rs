@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{AbsPath, Capability, Percent, PinnedMemory};
+use super::values::{AbsPath, Capability, Percent, PinnedMemory, WaitTime};
 use crate::size::ByteSize;
 
 /// One profile, as the effective configuration holds it.
@@ -22,6 +22,14 @@ pub struct Profile {
     /// rootless Podman; empty: everyone (see [`crate::access`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    /// How long its containers wait for their share when it is not free
+    /// (the render queue); `gpuwarden.io/wait` or `GPUWARDEN_WAIT` overrides it.
+    #[serde(skip_serializing_if = "is_no_wait")]
+    pub wait: WaitTime,
+}
+
+fn is_no_wait(w: &WaitTime) -> bool {
+    *w == WaitTime::NONE
 }
 
 /// What the launcher opens to the workload (Landlock); everything else is
@@ -80,6 +88,7 @@ pub struct RawProfile {
     pub capabilities: Option<BTreeSet<Capability>>,
     pub landlock: Option<LandlockPaths>,
     pub allow: Option<Vec<String>>,
+    pub wait: Option<WaitTime>,
 }
 
 fn paths(list: &[&str]) -> Vec<AbsPath> {
@@ -103,6 +112,7 @@ fn builtin(threads: u32, pinned_gib: u64, write: &[&str], bind: &[u16]) -> Profi
             require: Require::Abi1,
         },
         allow: Vec::new(),
+        wait: WaitTime::NONE,
     }
 }
 
@@ -127,6 +137,7 @@ impl Profile {
             capabilities: raw.capabilities.or(base.map(|b| b.capabilities.clone())).unwrap_or_default(),
             landlock: raw.landlock.or(base.map(|b| b.landlock.clone())).unwrap_or_default(),
             allow: raw.allow.or(base.map(|b| b.allow.clone())).unwrap_or_default(),
+            wait: raw.wait.or(base.map(|b| b.wait)).unwrap_or_default(),
         })
     }
 }

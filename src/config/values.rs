@@ -180,9 +180,85 @@ impl<'de> Deserialize<'de> for AbsPath {
     }
 }
 
+/// How long a container may wait for its share (the render queue): `90s`,
+/// `10m`, `1h`, or plain seconds; `0` does not wait.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WaitTime(u64);
+
+impl WaitTime {
+    pub const NONE: WaitTime = WaitTime(0);
+    pub fn seconds(s: u64) -> WaitTime {
+        WaitTime(s)
+    }
+    pub fn as_seconds(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for WaitTime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (n, unit) = t.split_at(split);
+        let scale = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => 0,
+        };
+        match n.parse::<u64>() {
+            Ok(n) if scale > 0 && n <= 7 * 86_400 => n.checked_mul(scale).map(WaitTime).ok_or_else(|| format!("{s:?} is too long a wait")),
+            _ => Err(format!("{s:?} is not a wait: write seconds, or a number with s, m or h (90s, 10m, 1h)")),
+        }
+    }
+}
+
+impl fmt::Display for WaitTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            s if s >= 3600 && s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s >= 60 && s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl Serialize for WaitTime {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WaitTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Seconds(n) => Ok(WaitTime(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_read_in_seconds_minutes_or_hours() {
+        for (text, secs, shown) in [("0", 0, "0s"), ("90", 90, "90s"), ("90s", 90, "90s"), ("10m", 600, "10m"), ("1h", 3600, "1h"), (" 2m ", 120, "2m")] {
+            let w: WaitTime = text.parse().unwrap();
+            assert_eq!((w.as_seconds(), w.to_string()), (secs, shown.to_string()), "{text}");
+        }
+        for bad in ["", "m", "-5s", "5d", "1.5m", "9999999999h"] {
+            assert!(bad.parse::<WaitTime>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn capabilities_read_with_or_without_prefix() {

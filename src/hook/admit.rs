@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::{Settings, REFUSAL_ANNOTATION};
 use crate::budget::{self, GpuCapacity};
-use crate::config::Config;
+use crate::config::{Config, WaitTime};
 use crate::inventory::{Inventory, InventoryError};
 use crate::ledger::{LedgerError, LedgerStore, Reservation};
 use crate::oci::{ConfigError, ContainerConfig, HookState, StateError};
@@ -29,6 +29,8 @@ pub struct HookEnv<'a> {
     pub daemon: &'a dyn Fn(&crate::config::MpsConfig) -> Result<crate::mps::Daemon, crate::mps::ProbeError>,
     /// Seconds since the epoch.
     pub now: u64,
+    /// How a container that may wait for its share waits (see [`crate::queue`]).
+    pub waiter: &'a dyn crate::queue::Waiter,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -56,6 +58,8 @@ pub enum AdmitError {
     Gpu { id: String, profile: String, why: String },
     #[error("refused {id} ({profile}): {why}")]
     Access { id: String, profile: String, why: String },
+    #[error("refused {id} ({profile}): {why}")]
+    Queue { id: String, profile: String, why: String },
     #[error("refused {id} ({profile}): MPS would not hold: {why}")]
     Mps { id: String, profile: String, why: String },
     #[error("refused {id} ({profile}): the GPUs are unknown: {source}")]
@@ -70,7 +74,7 @@ impl AdmitError {
     /// A verdict on the container (its profile, its conformance, the GPU, MPS,
     /// the budget), as opposed to input or state that could not be read.
     pub fn is_verdict(&self) -> bool {
-        matches!(self, AdmitError::Precreate { .. } | AdmitError::Profile { .. } | AdmitError::Violation { .. } | AdmitError::Gpu { .. } | AdmitError::Access { .. } | AdmitError::Mps { .. } | AdmitError::Budget(_))
+        matches!(self, AdmitError::Precreate { .. } | AdmitError::Profile { .. } | AdmitError::Violation { .. } | AdmitError::Gpu { .. } | AdmitError::Access { .. } | AdmitError::Queue { .. } | AdmitError::Mps { .. } | AdmitError::Budget(_))
     }
 }
 
@@ -150,35 +154,89 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
         }
     }
 
+    let asked = crate::queue::requested(cfg, profile_def.wait).map_err(|why| AdmitError::Queue { id: id.clone(), profile: profile.clone(), why })?;
+    let (wait, cut) = crate::queue::effective(asked, crate::queue::runtime_limit(env.processes, env.waiter.pid()));
+    if let Some(warning) = cut {
+        tracing::warn!("{id} ({profile}): {warning}");
+    }
     let store = LedgerStore::new(env.state_dir.unwrap_or(&config.state_dir));
     let ledger_err = |source| AdmitError::Ledger { id: id.clone(), profile: profile.clone(), source };
-    let mut locked = store.lock().map_err(ledger_err)?;
-    let stale = locked.ledger.reclaim(env.processes);
-    for r in &stale {
-        tracing::warn!("reclaimed stale reservation {} ({}): process {} is gone", r.label(), r.profile, r.pid);
-    }
-    locked.ledger.remove(&state.id);
-    if let (Some(who), Some(cap)) = (who, &config.budget.per_user) {
-        let held: Vec<&Reservation> = locked.ledger.reservations.iter().filter(|r| r.holder.as_ref().is_some_and(|h| h.uid == who.uid)).collect();
-        if let Err(why) = crate::access::within_cap(who, cap, &held, &share) {
+    let who_holds = who.map(|w| crate::ledger::Holder { uid: w.uid, user: w.user.clone() });
+    let waiter_start = env.processes.start_time(env.waiter.pid()).unwrap_or(0);
+    let started = env.waiter.now();
+    let mut locked = loop {
+        let mut locked = store.lock().map_err(ledger_err)?;
+        let stale = locked.ledger.reclaim(env.processes);
+        for r in &stale {
+            tracing::warn!("reclaimed stale reservation {} ({}): process {} is gone", r.label(), r.profile, r.pid);
+        }
+        for w in locked.ledger.reclaim_queue(env.processes) {
+            tracing::warn!("{} ({}) left the queue: its container or its hook is gone", w.label(), w.profile);
+        }
+        locked.ledger.remove(&state.id);
+        let mine = locked.ledger.queue.iter().position(|w| w.id == state.id);
+        let blocked = match judge(&locked.ledger, &Judged { config: &config, profile: &profile, share: &share, gpus: &gpus, who, id: &state.id, waits: wait > WaitTime::NONE, now: env.now }, env) {
+            Ok(()) => break locked,
+            Err(Blocked::Refuse(why)) => return Err(leave_queue(&mut locked, &state.id, AdmitError::Access { id: id.clone(), profile: profile.clone(), why }, ledger_err)),
+            Err(Blocked::Wait { on, detail }) => (on, detail),
+        };
+        let (on, detail) = blocked;
+        let now = env.waiter.now();
+        let waited = now.saturating_sub(started);
+        if wait == WaitTime::NONE {
             if !stale.is_empty() {
                 locked.save().map_err(ledger_err)?;
             }
-            return Err(AdmitError::Access { id: id.clone(), profile: profile.clone(), why });
+            return Err(AdmitError::Budget(format!("refused {id} ({profile}) on {on}: {detail}")));
         }
-    }
-    for gpu in &gpus {
-        // What runs on the GPU outside the reservations counts beyond the reserves.
-        let gpu = gpu.clone().leave_out(|pid| locked.ledger.holds_process(env.processes, pid));
-        let holders = locked.ledger.on_gpu(&gpu.uuid);
-        if let Err(shortfall) = budget::check(&gpu, &holders, &share) {
-            let line = budget::refusal(&id, &profile, &gpu, &shortfall, &holders);
-            if !stale.is_empty() {
-                locked.save().map_err(ledger_err)?;
+        if mine.is_some_and(|at| locked.ledger.queue[at].cancelled) {
+            let why = format!("taken out of the queue with `gpuwarden queue cancel` after waiting {waited} s");
+            return Err(leave_queue(&mut locked, &state.id, AdmitError::Queue { id: id.clone(), profile: profile.clone(), why }, ledger_err));
+        }
+        if now >= started + wait.as_seconds() {
+            let line = format!("refused {id} ({profile}) after waiting {waited} s (gpuwarden.io/wait={wait}) on {on}: {detail}");
+            return Err(leave_queue(&mut locked, &state.id, AdmitError::Budget(line), ledger_err));
+        }
+        let entry = crate::ledger::Waiting {
+            id: state.id.clone(),
+            name: name.clone(),
+            profile: profile.clone(),
+            gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
+            threads: share.threads,
+            pinned_bytes: share.pinned,
+            pid,
+            pid_start,
+            waiter: env.waiter.pid(),
+            waiter_start,
+            queued_at: started,
+            until: started + wait.as_seconds(),
+            waits_for: format!("{on}: {detail}"),
+            cancelled: false,
+            holder: who_holds.clone(),
+        };
+        match mine {
+            Some(at) => locked.ledger.queue[at].waits_for = entry.waits_for,
+            None => {
+                tracing::info!("{id} ({profile}) waits up to {wait} for its share: {on}: {detail}");
+                locked.ledger.queue.push(entry);
             }
-            return Err(AdmitError::Budget(line));
         }
-    }
+        locked.save().map_err(ledger_err)?;
+        drop(locked);
+        let gone = if !env.waiter.pause() {
+            Some("its runtime is gone")
+        } else if env.processes.start_time(pid) != Some(pid_start) {
+            Some("its process is gone")
+        } else {
+            None
+        };
+        if let Some(gone) = gone {
+            let mut locked = store.lock().map_err(ledger_err)?;
+            let why = format!("{gone}: it left the queue after waiting {} s", env.waiter.now().saturating_sub(started));
+            return Err(leave_queue(&mut locked, &state.id, AdmitError::Gpu { id: id.clone(), profile: profile.clone(), why }, ledger_err));
+        }
+    };
+    locked.ledger.queue.retain(|w| w.id != state.id);
     let reservation = Reservation {
         id: state.id.clone(),
         name,
@@ -200,6 +258,72 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
     Ok(Admission::Admitted(reservation))
 }
 
+/// Takes container `id` off the queue and saves, then answers `e` (or why
+/// the ledger could not be saved).
+fn leave_queue(locked: &mut crate::ledger::LockedLedger, id: &str, e: AdmitError, ledger_err: impl Fn(LedgerError) -> AdmitError) -> AdmitError {
+    locked.ledger.queue.retain(|w| w.id != id);
+    match locked.save() {
+        Ok(()) => e,
+        Err(source) => ledger_err(source),
+    }
+}
+
+/// What one look at the ledger judges a container by.
+struct Judged<'a> {
+    config: &'a Config,
+    profile: &'a str,
+    share: &'a crate::rewrite::Share,
+    gpus: &'a [GpuCapacity],
+    who: Option<&'a crate::access::Who>,
+    id: &'a str,
+    /// It may wait: games and the queue ahead hold it back too.
+    waits: bool,
+    now: u64,
+}
+
+/// Why a container is not admitted at this look.
+enum Blocked {
+    /// A rule that waiting does not change (a user's cap).
+    Refuse(String),
+    /// Its share is not free on a GPU (`on`: `GPU 0 (RTX 4070)`), for `detail`.
+    Wait { on: String, detail: String },
+}
+
+/// Whether the container fits now, beside the ledger's holders: its user's
+/// cap, the budget of each GPU; and, when it may wait, no game on its GPUs
+/// (if its profile yields to games) and nobody ahead of it in the queue.
+fn judge(ledger: &crate::ledger::Ledger, j: &Judged, env: &HookEnv) -> Result<(), Blocked> {
+    if let (Some(who), Some(cap)) = (j.who, &j.config.budget.per_user) {
+        let held: Vec<&Reservation> = ledger.reservations.iter().filter(|r| r.holder.as_ref().is_some_and(|h| h.uid == who.uid)).collect();
+        crate::access::within_cap(who, cap, &held, j.share).map_err(Blocked::Refuse)?;
+    }
+    let game = if j.waits && j.config.watch.yield_to_games.iter().any(|p| p == j.profile) {
+        let watch = crate::watch::state::WatchState::load(&j.config.watch.state_file).unwrap_or_default();
+        if watch.is_fresh(j.now) { watch.unknown.into_iter().filter(|u| u.game).collect() } else { Vec::new() }
+    } else {
+        Vec::new()
+    };
+    for gpu in j.gpus {
+        if let Some(g) = game.iter().find(|u| u.gpu == gpu.uuid) {
+            return Err(Blocked::Wait { on: gpu.describe(), detail: format!("a game runs: {} (profile {} yields to games)", crate::watch::game_label(&g.name, g.pid), j.profile) });
+        }
+        let uuids = [gpu.uuid.clone()];
+        let ahead = crate::queue::ahead(&ledger.queue, j.id, j.profile, &uuids, &j.config.watch.priority);
+        if let Some(first) = ahead.first() {
+            let more = if ahead.len() > 1 { format!(" and {} more", ahead.len() - 1) } else { String::new() };
+            let hint = if j.waits { "" } else { "; to wait for the share, set gpuwarden.io/wait or GPUWARDEN_WAIT" };
+            return Err(Blocked::Wait { on: gpu.describe(), detail: format!("{} ({}) waits ahead of it in the queue{more}{hint}", first.label(), first.profile) });
+        }
+        // What runs on the GPU outside the reservations counts beyond the reserves.
+        let gpu = gpu.clone().leave_out(|pid| ledger.holds_process(env.processes, pid));
+        let holders = ledger.on_gpu(&gpu.uuid);
+        if let Err(shortfall) = budget::check(&gpu, &holders, j.share) {
+            return Err(Blocked::Wait { on: gpu.describe(), detail: budget::refusal_detail(&gpu, &shortfall, &holders) });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +343,8 @@ mod tests {
         daemon: Result<crate::mps::Daemon, crate::mps::ProbeError>,
         /// What the inventory says runs on GPU 0.
         live: Option<Vec<crate::inventory::GpuProcess>>,
+        /// How the next admission waits (a fresh fake waiter at 1000 when unset).
+        waiter: Option<crate::queue::FakeWaiter>,
     }
 
     impl World {
@@ -226,7 +352,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let config = Config::parse("[budget.reserves]\nsteam = \"4GiB\"\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
             let store = LedgerStore::new(&dir.path().join("state"));
-            World { dir, config, store, procs: FakeProcesses(HashMap::new()), daemon: Ok(crate::mps::Daemon { pid: 1, servers: Vec::new() }), live: None }
+            World { dir, config, store, procs: FakeProcesses(HashMap::new()), daemon: Ok(crate::mps::Daemon { pid: 1, servers: Vec::new() }), live: None, waiter: None }
         }
 
         /// A bundle for container `id` with `profile`, rewritten as precreate does.
@@ -253,6 +379,8 @@ mod tests {
 
         fn admit_bundle(&mut self, id: &str, bundle: &Path, pid: i32) -> Result<Admission, AdmitError> {
             self.procs.0.insert(pid, 7);
+            self.procs.0.insert(77, 7);
+            let waiter = self.waiter.take().unwrap_or_else(|| crate::queue::FakeWaiter::at(1000));
             let state = serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": pid, "bundle": bundle});
             let config = self.config.clone();
             let settings = move || Ok(config.clone());
@@ -263,7 +391,7 @@ mod tests {
                 inv.gpus[0].processes = self.live.clone();
                 Ok(inv)
             };
-            let env = HookEnv { settings: &settings, state_dir: Some(&dir), processes: &self.procs, inventory: &inventory, daemon: &daemon, now: 1000 };
+            let env = HookEnv { settings: &settings, state_dir: Some(&dir), processes: &self.procs, inventory: &inventory, daemon: &daemon, now: 1000, waiter: &waiter };
             admit(&serde_json::to_vec(&state).unwrap(), &env)
         }
     }
@@ -391,7 +519,8 @@ mod tests {
         let inventory = |_: &Config| -> Result<Inventory, InventoryError> { panic!("no inventory is needed") };
         let settings = || -> Result<Config, crate::config::ConfigError> { panic!("no configuration is needed") };
         let daemon = |_: &crate::config::MpsConfig| -> Result<crate::mps::Daemon, crate::mps::ProbeError> { panic!("no daemon is asked") };
-        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &inventory, daemon: &daemon, now: 0 };
+        let waiter = crate::queue::FakeWaiter::at(0);
+        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &inventory, daemon: &daemon, now: 0, waiter: &waiter };
         let state = serde_json::json!({"id": "plain", "pid": 1, "bundle": b}).to_string();
         assert_eq!(admit(state.as_bytes(), &env).unwrap(), Admission::NotGoverned);
         assert!(!w.store.path().exists());
@@ -402,7 +531,8 @@ mod tests {
         let w = World::new();
         let settings = || Ok(Config::default());
         let daemon = |_: &crate::config::MpsConfig| Ok(crate::mps::Daemon { pid: 1, servers: Vec::new() });
-        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &rtx4070, daemon: &daemon, now: 0 };
+        let waiter = crate::queue::FakeWaiter::at(0);
+        let env = HookEnv { settings: &settings, state_dir: Some(w.store.dir()), processes: &w.procs, inventory: &rtx4070, daemon: &daemon, now: 0, waiter: &waiter };
         for (input, want) in [
             (&b""[..], "no OCI state on stdin"),
             (b"nope", "not valid"),
@@ -414,4 +544,134 @@ mod tests {
         }
         assert!(!w.store.path().exists());
     }
+
+    /// A bundle that asks to wait `wait` for its share.
+    fn waiting_bundle(w: &World, id: &str, profile: &str, wait: &str) -> std::path::PathBuf {
+        let b = w.bundle(id, profile);
+        let mut cfg = ContainerConfig::from_bundle(&b).unwrap();
+        cfg.set_annotation(crate::queue::WAIT_ANNOTATION, wait);
+        std::fs::write(b.join("config.json"), cfg.to_json()).unwrap();
+        b
+    }
+
+    /// Puts `id` (`profile`, 3 GiB, waiter pid 88) in the queue on GPU 0, as a hook that waits would.
+    fn queue_entry(w: &mut World, id: &str, profile: &str, pid: i32) {
+        w.procs.0.insert(pid, 7);
+        w.procs.0.insert(88, 7);
+        let uuid = builtin("rtx4070").unwrap().gpus[0].uuid.clone();
+        let mut locked = w.store.lock().unwrap();
+        locked.ledger.queue.push(crate::ledger::Waiting {
+            id: id.into(), name: None, profile: profile.into(), gpus: vec![uuid], threads: 25, pinned_bytes: ByteSize::gib(3), pid, pid_start: 7,
+            waiter: 88, waiter_start: 7, queued_at: 990, until: 2000, waits_for: "x".into(), cancelled: false, holder: None,
+        });
+        locked.save().unwrap();
+    }
+
+    fn releaser(w: &World, id: &'static str) -> impl FnMut() -> bool + 'static {
+        let store = LedgerStore::new(w.store.dir());
+        move || {
+            let mut l = store.lock().unwrap();
+            l.ledger.remove(id);
+            l.save().unwrap();
+            true
+        }
+    }
+
+    #[test]
+    fn a_render_that_waits_is_admitted_when_its_share_frees_before_inference_queued_earlier() {
+        let mut w = World::new();
+        w.config = Config::parse("[budget.reserves]\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
+        w.admit("render000000aa", "blender", 10).unwrap();
+        w.admit("comfy1000000bb", "comfyui", 11).unwrap();
+        w.admit("comfy0000000ee", "comfyui", 14).unwrap();
+        // 0.5 GiB left. A worker queued first; the render comes second, and the first render's share frees at the second look.
+        queue_entry(&mut w, "comfy2000000cc", "comfyui", 12);
+        let bundle = waiting_bundle(&w, "render2000000dd", "blender", "30s");
+        w.waiter = Some(crate::queue::FakeWaiter::at(1000).then(|| true).then(releaser(&w, "render000000aa")));
+        assert!(matches!(w.admit_bundle("render2000000dd", &bundle, 13), Ok(Admission::Admitted(_))));
+        let ledger = w.store.read().unwrap();
+        assert_eq!(ledger.reservations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["comfy1000000bb", "comfy0000000ee", "render2000000dd"]);
+        assert_eq!(ledger.queue.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(), ["comfy2000000cc"], "the render left the queue, the worker waits on");
+
+        // A worker, even one that would fit, waits behind the queue: without a wait it is refused and told how to wait.
+        let mut w = World::new();
+        queue_entry(&mut w, "render000000aa", "blender", 12);
+        let e = w.admit("comfy1000000bb", "comfyui", 11).unwrap_err().to_string();
+        assert_eq!(e, "refused comfy1000000 (comfyui) on GPU 0 (RTX 4070): render000000 (blender) waits ahead of it in the queue; to wait for the share, set gpuwarden.io/wait or GPUWARDEN_WAIT");
+    }
+
+    #[test]
+    fn a_wait_that_runs_out_says_how_long_and_what_held_the_gpu_and_leaves_the_queue() {
+        let mut w = World::new();
+        w.config = Config::parse("[budget.reserves]\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
+        w.admit("render000000aa", "blender", 10).unwrap();
+        w.admit("render1000000aa", "blender", 9).unwrap();
+        let bundle = waiting_bundle(&w, "comfy1000000bb", "comfyui", "5s");
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let store = LedgerStore::new(w.store.dir());
+        let record = seen.clone();
+        w.waiter = Some(crate::queue::FakeWaiter::at(1000).then(move || {
+            record.borrow_mut().extend(store.read().unwrap().queue);
+            true
+        }));
+        let e = w.admit_bundle("comfy1000000bb", &bundle, 11).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "refused comfy1000000 (comfyui) after waiting 5 s (gpuwarden.io/wait=5s) on GPU 0 (RTX 4070): needs 3.0 GiB pinned memory, \
+             1.5 GiB left of 11.5 GiB (held by render000000 (blender) 5.0 GiB, render100000 (blender) 5.0 GiB; reserved: system 0.5 GiB)"
+        );
+        let entry = &seen.borrow()[0];
+        assert_eq!((entry.id.as_str(), entry.waiter, entry.until), ("comfy1000000bb", 77, 1005));
+        assert!(entry.waits_for.starts_with("GPU 0 (RTX 4070): needs 3.0 GiB"), "{}", entry.waits_for);
+        assert!(w.store.read().unwrap().queue.is_empty());
+    }
+
+    #[test]
+    fn a_waiter_whose_runtime_is_gone_or_that_is_cancelled_leaves_the_queue() {
+        let mut w = World::new();
+        w.config = Config::parse("[budget.reserves]\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
+        w.admit("render000000aa", "blender", 10).unwrap();
+        w.admit("render1000000aa", "blender", 9).unwrap();
+        let bundle = waiting_bundle(&w, "comfy1000000bb", "comfyui", "1m");
+        w.waiter = Some(crate::queue::FakeWaiter::at(1000).then(|| false));
+        let e = w.admit_bundle("comfy1000000bb", &bundle, 11).unwrap_err().to_string();
+        assert_eq!(e, "refused comfy1000000 (comfyui): its runtime is gone: it left the queue after waiting 1 s");
+        assert!(w.store.read().unwrap().queue.is_empty());
+
+        let store = LedgerStore::new(w.store.dir());
+        w.waiter = Some(crate::queue::FakeWaiter::at(1000).then(move || {
+            let mut l = store.lock().unwrap();
+            l.ledger.queue[0].cancelled = true;
+            l.save().unwrap();
+            true
+        }));
+        let e = w.admit_bundle("comfy1000000bb", &bundle, 11).unwrap_err().to_string();
+        assert_eq!(e, "refused comfy1000000 (comfyui): taken out of the queue with `gpuwarden queue cancel` after waiting 1 s");
+        assert!(w.store.read().unwrap().queue.is_empty());
+    }
+
+    #[test]
+    fn a_dead_waiters_place_is_reclaimed() {
+        let mut w = World::new();
+        queue_entry(&mut w, "render000000aa", "blender", 12);
+        w.procs.0.remove(&88);
+        assert!(matches!(w.admit("comfy1000000bb", "comfyui", 11), Ok(Admission::Admitted(_))), "the render's hook was killed: its place is gone");
+        assert!(w.store.read().unwrap().queue.is_empty());
+    }
+
+    #[test]
+    fn a_container_that_yields_to_games_waits_while_one_runs() {
+        let mut w = World::new();
+        let state_file = w.dir.path().join("watch.json");
+        w.config = Config::parse(&format!("[watch]\nstate_file = \"{}\"\n", state_file.display()), Path::new("c")).unwrap();
+        let uuid = builtin("rtx4070").unwrap().gpus[0].uuid.clone();
+        let game = crate::watch::Unknown { gpu: uuid, pid: 4242, name: "dota2 (Steam app 570, pid 4242)".into(), used_bytes: 1 << 30, game: true, desktop: false };
+        let seen = crate::watch::state::WatchState { written_at: 1000, interval_seconds: 2, pid: 5, live: true, unknown: vec![game], ..Default::default() };
+        seen.save(&state_file).unwrap();
+        assert!(matches!(w.admit("render000000aa", "blender", 10), Ok(Admission::Admitted(_))), "without a wait it starts, and the watchdog pauses it");
+        let bundle = waiting_bundle(&w, "render1000000bb", "blender", "3s");
+        let e = w.admit_bundle("render1000000bb", &bundle, 12).unwrap_err().to_string();
+        assert_eq!(e, "refused render100000 (blender) after waiting 3 s (gpuwarden.io/wait=3s) on GPU 0 (RTX 4070): a game runs: dota2 (Steam app 570, pid 4242) (profile blender yields to games)");
+    }
+
 }

@@ -73,16 +73,58 @@ pub fn label(id: &str, name: Option<&str>) -> String {
     }
 }
 
+/// A container that waits for its share (the render queue). Its admission
+/// hook (or, for a rootless container, the broker's caller) holds its place
+/// and takes it off when admitted, refused or gone; an entry whose container
+/// or holder is gone is reclaimed like a reservation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Waiting {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub profile: String,
+    pub gpus: Vec<String>,
+    pub threads: u32,
+    #[serde(with = "crate::size::as_bytes")]
+    pub pinned_bytes: ByteSize,
+    /// The container's process, and its start time.
+    pub pid: i32,
+    pub pid_start: u64,
+    /// The process that waits for it (the hook), and its start time.
+    pub waiter: i32,
+    pub waiter_start: u64,
+    /// Seconds since the epoch: when it joined, and when it stops waiting.
+    pub queued_at: u64,
+    pub until: u64,
+    /// What it waits for, as of its last look.
+    pub waits_for: String,
+    /// Set by `gpuwarden queue cancel`: the waiter refuses at its next look.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<Holder>,
+}
+
+impl Waiting {
+    pub fn label(&self) -> String {
+        label(&self.id, self.name.as_deref())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ledger {
     pub version: u32,
     pub reservations: Vec<Reservation>,
+    /// The render queue, in the order containers joined it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue: Vec<Waiting>,
 }
 
 impl Default for Ledger {
     fn default() -> Self {
-        Ledger { version: LEDGER_VERSION, reservations: Vec::new() }
+        Ledger { version: LEDGER_VERSION, reservations: Vec::new(), queue: Vec::new() }
     }
 }
 
@@ -114,6 +156,15 @@ impl Ledger {
         let (live, stale): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.reservations).into_iter().partition(|r| processes.start_time(r.pid) == Some(r.pid_start));
         self.reservations = live;
+        stale
+    }
+
+    /// Drops queue entries whose container or waiter is gone, and returns them.
+    pub fn reclaim_queue(&mut self, processes: &dyn Processes) -> Vec<Waiting> {
+        let (live, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|w| processes.start_time(w.pid) == Some(w.pid_start) && processes.start_time(w.waiter) == Some(w.waiter_start));
+        self.queue = live;
         stale
     }
 }

@@ -106,6 +106,20 @@ pub fn metrics(ledger: &Ledger, state: &WatchState, refusals: u64, now: u64) -> 
         *unauthorized.entry(u.gpu.as_str()).or_insert(0.0) += 1.0;
     }
     family("gpuwarden_unauthorized_processes", "gauge", "GPU processes gpuwarden did not admit: no admitted container, no game, not the desktop's.", unauthorized.into_iter().map(|(g, n)| (format!("{{gpu=\"{}\"}}", esc(g)), n)).collect());
+    // The render queue: each waiting container's wait, and the longest per GPU (0 when none waits on a GPU in use).
+    let waiting = ledger.queue.iter().flat_map(|w| w.gpus.iter().map(move |g| (format!("{{container=\"{}\",profile=\"{}\",gpu=\"{}\"}}", esc(&w.id), esc(&w.profile), esc(g)), now.saturating_sub(w.queued_at) as f64)));
+    family("gpuwarden_queue_wait_seconds", "gauge", "How long a container has waited in the render queue for its share.", waiting.collect());
+    let mut longest: std::collections::BTreeMap<&str, f64> = ledger.reservations.iter().flat_map(|r| r.gpus.iter()).map(|g| (g.as_str(), 0.0)).collect();
+    let mut count: std::collections::BTreeMap<&str, f64> = longest.clone();
+    for w in &ledger.queue {
+        for g in &w.gpus {
+            let l = longest.entry(g.as_str()).or_insert(0.0);
+            *l = l.max(now.saturating_sub(w.queued_at) as f64);
+            *count.entry(g.as_str()).or_insert(0.0) += 1.0;
+        }
+    }
+    family("gpuwarden_queue_length", "gauge", "Containers waiting in the render queue for a share of the GPU.", count.into_iter().map(|(g, n)| (format!("{{gpu=\"{}\"}}", esc(g)), n)).collect());
+    family("gpuwarden_queue_longest_wait_seconds", "gauge", "The longest wait in the GPU's render queue.", longest.into_iter().map(|(g, n)| (format!("{{gpu=\"{}\"}}", esc(g)), n)).collect());
     family("gpuwarden_events_total", "counter", "The watchdog's events by kind.", state.counts.iter().map(|(k, n)| (format!("{{kind=\"{}\"}}", esc(k)), *n as f64)).collect());
     family("gpuwarden_refusals_total", "counter", "Containers refused at admission (as the events file records them).", vec![(String::new(), refusals as f64)]);
     family("gpuwarden_watch_up", "gauge", "1 while the watchdog looks at the GPUs' processes.", vec![(String::new(), if state.is_fresh(now) && state.live { 1.0 } else { 0.0 })]);
@@ -141,10 +155,25 @@ mod tests {
         assert!(m.contains("gpuwarden_paused{container=\"c1\",reason=\"game\"} 1\n") && m.contains("gpuwarden_events_total{kind=\"paused\"} 3\n"));
         assert!(m.contains("gpuwarden_watch_up 1\n") && m.contains("gpuwarden_refusals_total 2\n"));
         assert!(m.contains("gpuwarden_unauthorized_processes{gpu=\"GPU-a\"} 1\n"), "{m}");
+        assert!(m.contains("gpuwarden_queue_length{gpu=\"GPU-a\"} 0\n") && m.contains("gpuwarden_queue_longest_wait_seconds{gpu=\"GPU-a\"} 0\n"), "{m}");
         assert!(text.contains("  UNAUTHORIZED  pid 77 python3 uses 1.0 GiB on GPU-a: not admitted by gpuwarden"), "{text}");
         let j = render_json(&state, &[], 101);
         assert_eq!(j["used_bytes"]["c1"], 1u64 << 30);
         assert_eq!(j["events_total"]["paused"], 3);
+    }
+
+    #[test]
+    fn the_queue_is_measured_per_container_and_per_gpu() {
+        let (mut ledger, state) = world();
+        for (id, at) in [("b2", 40), ("c3", 90)] {
+            ledger.queue.push(crate::ledger::Waiting {
+                id: id.into(), name: None, profile: "blender".into(), gpus: vec!["GPU-a".into()], threads: 50, pinned_bytes: ByteSize::gib(5), pid: 3, pid_start: 1,
+                waiter: 4, waiter_start: 1, queued_at: at, until: 400, waits_for: String::new(), cancelled: false, holder: None,
+            });
+        }
+        let m = metrics(&ledger, &state, 0, 100);
+        assert!(m.contains("gpuwarden_queue_wait_seconds{container=\"b2\",profile=\"blender\",gpu=\"GPU-a\"} 60\n"), "{m}");
+        assert!(m.contains("gpuwarden_queue_length{gpu=\"GPU-a\"} 2\n") && m.contains("gpuwarden_queue_longest_wait_seconds{gpu=\"GPU-a\"} 60\n"), "{m}");
     }
 
     #[test]

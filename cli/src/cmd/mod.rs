@@ -61,6 +61,15 @@ pub enum Command {
     /// The reservation ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// The render queue: containers waiting for their share (`gpuwarden status` lists it).
+    ///
+    /// A profile container that does not fit waits when it asks to
+    /// (`--annotation gpuwarden.io/wait=2m`, `-e GPUWARDEN_WAIT=2m`, or its profile's
+    /// `wait`), and is admitted in [watch] priority order (blender before comfyui),
+    /// first come first served within a profile. Podman gives a container's hooks
+    /// 240 s, so waits under Podman are cut to 230 s.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Run NVIDIA's MPS control daemon with gpuwarden's folders and ceiling.
     #[command(subcommand)]
     Mps(MpsCommand),
@@ -322,6 +331,21 @@ pub enum LedgerCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// End a container's wait: its `podman run` (or `docker run`) is refused at once.
+    ///
+    /// Podman holds a container's lock while its hooks run, so `podman rm -f` and
+    /// Ctrl-C on `podman run` wait until the wait ends; this ends it.
+    Cancel {
+        /// The container: its id (12 characters or more) or its name.
+        container: String,
+        /// State folder holding the ledger (default: the configuration's, /run/gpuwarden).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum MpsCommand {
     /// Start the control daemon and set its defaults to the largest profile on every GPU.
     ///
@@ -425,6 +449,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Show) => config_cmd::show(cli.config.as_deref()),
         Command::Status(args) => status_cmd::status(&args, &settings()?),
         Command::Ledger(LedgerCommand::Reset { state_dir, force }) => status_cmd::ledger_reset(state_dir, force, &settings()?),
+        Command::Queue(QueueCommand::Cancel { container, state_dir }) => status_cmd::queue_cancel(&container, state_dir, &settings()?),
         Command::Live(args) => live_cmd::run(&args, &settings()?),
         Command::Watch(args) => watch_cmd::run(&args, &settings()?),
         Command::Mps(MpsCommand::Start(args)) => mps_cmd::start(&args, &settings()?, cli.config.as_deref()),

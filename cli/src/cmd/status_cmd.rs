@@ -58,3 +58,15 @@ pub fn ledger_reset(state_dir: Option<PathBuf>, force: bool, config: &Config) ->
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn queue_cancel(key: &str, state_dir: Option<PathBuf>, config: &Config) -> Result<ExitCode> {
+    let store = store(&state_dir, config);
+    if !store.path().exists() {
+        return Err(format!("there is no ledger at {}: nothing waits", store.path().display()).into());
+    }
+    let mut locked = store.lock()?;
+    let w = gpuwarden::queue::cancel(&mut locked.ledger.queue, key)?.clone();
+    locked.save()?;
+    println!("{} ({}) leaves the queue at its next look: its hook refuses it", w.label(), w.profile);
+    Ok(ExitCode::SUCCESS)
+}
