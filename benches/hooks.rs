@@ -7,6 +7,8 @@
 //! - a container's life in Podman (`podman run -d`, then `podman rm -f`) with
 //!   gpuwarden's three hooks (precreate, admit, release) against the same three
 //!   hooks as `/bin/cat` and `/bin/true`, on the same device and libraries;
+//! - the render queue: how soon a waiting container is admitted after its
+//!   share frees;
 //! - precreate's look at the image's dynamic loader: in process, and precreate
 //!   on a Debian root, a lib64 root and no root (`scripts/loader-images.sh`).
 //!
@@ -144,6 +146,67 @@ fn admit_release(cli: &str, hook: &str) {
     let _ = (broker.kill(), broker.wait());
     let left: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("ledger.json")).unwrap()).unwrap();
     assert_eq!(left["reservations"].as_array().unwrap().len(), 40, "every admission through the broker was released");
+    queue_start(hook, &config, &state, &bundle);
+}
+
+/// The render queue: how long after a share frees a waiting container is
+/// admitted. A `whole` profile takes all 12 GiB; one container holds it, a
+/// second waits (GPUWARDEN_WAIT), the first is released, and the time from
+/// the release's end to the waiting hook's exit is taken, 30 times.
+fn queue_start(hook: &str, config: &Path, state: &Path, bundle: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, format!("{text}[profiles.whole]\nthreads = 100\npinned_memory = \"12GiB\"\n")).unwrap();
+    std::fs::write(state.join("ledger.json"), serde_json::json!({"version": 1, "reservations": []}).to_string()).unwrap();
+    let c = config.to_str().unwrap();
+    let raw = r#"{"process":{"env":["GPUWARDEN_PROFILE=whole","GPUWARDEN_WAIT=30s"]},"root":{"path":"rootfs"},"linux":{"devices":[{"path":"/dev/nvidia0","type":"c","major":195,"minor":0}]}}"#;
+    let out = Command::new(hook).args(["precreate", "--config", c]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    out.stdin.as_ref().unwrap().write_all(raw.as_bytes()).unwrap();
+    std::fs::write(bundle.join("config.json"), out.wait_with_output().unwrap().stdout).unwrap();
+    let me = std::process::id();
+    let state_of = |id: &str| serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": me, "bundle": bundle}).to_string();
+    let ledger = || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(state.join("ledger.json")).unwrap()).unwrap() };
+    let mut took = Vec::new();
+    let mut holder = "whole0000000000a".to_string();
+    for i in 0..30 {
+        assert!(Command::new(hook).args(["admit", "--config", c]).stdin_bytes(state_of(&holder)).success(), "the holder is admitted");
+        let next = format!("whole{i:010}b");
+        let mut waiting = Command::new(hook).args(["admit", "--config", c]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        waiting.stdin.take().unwrap().write_all(state_of(&next).as_bytes()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ledger()["queue"].as_array().is_none_or(|q| q.is_empty()) {
+            assert!(Instant::now() < deadline, "the second never queued");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(Command::new(hook).args(["release", "--config", c]).stdin_bytes(state_of(&holder)).success());
+        let freed = Instant::now();
+        assert!(waiting.wait().unwrap().success(), "the waiting one is admitted");
+        took.push(freed.elapsed());
+        holder = next;
+    }
+    took.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "render queue: admitted after its share freed in {:.0} ms median, {:.0} ms at most ({} runs; the hook looks every {} ms)",
+        ms(took[took.len() / 2]),
+        ms(took[took.len() - 1]),
+        took.len(),
+        gpuwarden::queue::POLL.as_millis()
+    );
+}
+
+trait StdinBytes {
+    fn stdin_bytes(&mut self, input: String) -> std::process::ExitStatus;
+}
+
+impl StdinBytes for Command {
+    /// Runs with `input` on stdin, and waits.
+    fn stdin_bytes(&mut self, input: String) -> std::process::ExitStatus {
+        use std::io::Write;
+        let mut child = self.stdin(std::process::Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait().unwrap()
+    }
 }
 
 fn podman_life(cli: &str, hook: &str) {

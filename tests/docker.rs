@@ -297,3 +297,105 @@ fn docker26_cdi_finds_the_driver_in_a_lib64_image() {
     assert!(o.status.success(), "{}\n{}", combined(&o), d.log());
     common::loaders::assert_found_in_lib64(&stdout(&o));
 }
+
+/// `docker run -d` of the stand-in through the runtime, as `device`'s profile, asking to wait `wait`.
+fn run_waiting(d: &Dockerd, name: &str, device: &str, wait: &str) -> Output {
+    let (visible, wait) = (format!("NVIDIA_VISIBLE_DEVICES=nvidia.com/gpu={device}"), format!("GPUWARDEN_WAIT={wait}"));
+    d.docker(&["run", "-d", "--name", name, "--runtime", "gpuwarden", "--network", "none", "-e", &visible, "-e", &wait, "--entrypoint", "sh", STANDIN, "-c", "sleep 600"])
+}
+
+fn queue_of(gpu: &Gpu) -> Vec<serde_json::Value> {
+    let o = gpuwarden(&["--config", &gpu.config, "status", "--json"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["gpus"][0]["queue"].as_array().cloned().unwrap_or_default()
+}
+
+fn await_queue(gpu: &Gpu, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = queue_of(gpu);
+        if q.len() == n {
+            return q;
+        }
+        assert!(std::time::Instant::now() < deadline, "the queue never held {n}: {q:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn docker20_runtime_queues_by_priority_times_out_visibly_and_survives_its_holders() {
+    let test = "docker20_runtime_queues_by_priority_times_out_visibly_and_survives_its_holders";
+    if !needs_root(test) {
+        return;
+    }
+    let gpu = Gpu::new();
+    let d = std::sync::Arc::new(docker20(&gpu, false));
+    comfyui_standin(&d);
+    let spawn = |name: &'static str, device: &'static str, wait: &'static str| {
+        let d = std::sync::Arc::clone(&d);
+        std::thread::spawn(move || run_waiting(&d, name, device, wait))
+    };
+    // Two renders hold 10 of the 12 GiB (names left by a run that failed go first).
+    for n in ["gwq-render1", "gwq-render2", "gwq-render3", "gwq-comfyq", "gwq-renderq", "gwq-comfyk", "gwq-comfyl", "gwq-comfyc"] {
+        let _ = d.docker(&["rm", "-f", n]);
+    }
+    for n in ["gwq-render1", "gwq-render2"] {
+        let o = run_waiting(&d, n, "blender", "0");
+        assert!(o.status.success(), "{n}: {}", combined(&o));
+    }
+    let comfy = spawn("gwq-comfyq", "comfyui", "15s");
+    while queue_of(&gpu).is_empty() {
+        assert!(!comfy.is_finished(), "the worker did not queue: {}", combined(&comfy.join().unwrap()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let render = spawn("gwq-renderq", "blender", "2m");
+    let q = await_queue(&gpu, 2);
+    assert_eq!(q.iter().map(|e| e["profile"].as_str().unwrap()).collect::<Vec<_>>(), ["blender", "comfyui"], "the render queued second is served first: {q:?}");
+
+    // One render stops: the queued render starts; the worker (3 GiB, 2 left) waits on, then is refused.
+    assert!(d.docker(&["rm", "-f", "gwq-render1"]).status.success());
+    let o = render.join().unwrap();
+    assert!(o.status.success(), "{}", combined(&o));
+    let line = gpuwarden_line(&comfy.join().unwrap());
+    assert!(line.starts_with("gpuwarden: refused ") && line.contains(" (comfyui) after waiting 1"), "{line}");
+    assert!(line.contains("s (gpuwarden.io/wait=15s) on GPU 0 (RTX 4070): needs 3.0 GiB pinned memory, 2.0 GiB left of 12.0 GiB (held by "), "{line}");
+    assert!(queue_of(&gpu).is_empty());
+
+    // A SIGKILL of the hook holding the first place: the next in line keeps its place and starts.
+    let first = spawn("gwq-comfyk", "comfyui", "2m");
+    await_queue(&gpu, 1);
+    let second = spawn("gwq-comfyl", "comfyui", "2m");
+    let q = await_queue(&gpu, 2);
+    let waiter = q[0]["waiter"].as_i64().unwrap() as i32;
+    assert_eq!(std::fs::read_to_string(format!("/proc/{waiter}/comm")).unwrap().trim(), "gpuwarden-hook");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(waiter), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(!first.join().unwrap().status.success(), "a container whose hook was killed does not start");
+    assert!(d.docker(&["rm", "-f", "gwq-renderq"]).status.success());
+    let o = second.join().unwrap();
+    assert!(o.status.success(), "the next in line starts: {}", combined(&o));
+    assert!(queue_of(&gpu).is_empty(), "the killed hook's place was reclaimed");
+
+    // dockerd holds a container's lock while it starts: `docker rm -f` waits for the
+    // wait (seen: 179.7 s for a 3m wait), and `gpuwarden queue cancel` ends it at once.
+    assert!(d.docker(&["rm", "-f", "gwq-comfyl"]).status.success());
+    let o = run_waiting(&d, "gwq-render3", "blender", "0");
+    assert!(o.status.success(), "{}", combined(&o));
+    let waiting = spawn("gwq-comfyc", "comfyui", "3m");
+    let q = await_queue(&gpu, 1);
+    let id = q[0]["id"].as_str().unwrap().to_string();
+    let rm = {
+        let d = std::sync::Arc::clone(&d);
+        std::thread::spawn(move || d.docker(&["rm", "-f", "gwq-comfyc"]))
+    };
+    let o = gpuwarden(&["--config", &gpu.config, "queue", "cancel", &id[..12]], b"");
+    assert!(o.status.success(), "{}", combined(&o));
+    let line = gpuwarden_line(&waiting.join().unwrap());
+    assert!(line.contains(" (comfyui): taken out of the queue with `gpuwarden queue cancel` after waiting "), "{line}");
+    assert!(rm.join().unwrap().status.success(), "docker rm -f completes once the wait is over");
+    assert!(queue_of(&gpu).is_empty());
+    assert!(!d.docker(&["container", "inspect", "gwq-comfyc"]).status.success(), "the removed container is gone");
+    for n in ["gwq-render2", "gwq-render3", "gwq-comfyl", "gwq-comfyk", "gwq-comfyq", "gwq-comfyc"] {
+        let _ = d.docker(&["rm", "-f", n]);
+    }
+    assert!(gpu.reservations().is_empty(), "{:?}", gpu.reservations());
+}

@@ -460,3 +460,73 @@ fn the_broker_serves_the_socket_systemd_passes_it() {
     assert!(o.status.success(), "the broker answered through the inherited socket: {}", stderr(&o));
     assert!(!dir.path().join("never.sock").exists(), "it served systemd's socket, not one of its own");
 }
+
+impl Rootless {
+    /// The queue of GPU 0 as `status --json` lists it.
+    fn queue(&self) -> Vec<serde_json::Value> {
+        let o = gpuwarden(&["--config", &self.config, "status", "--json"], b"");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["gpus"][0]["queue"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn await_queue(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let q = self.queue();
+            if q.len() == n {
+                return q;
+            }
+            assert!(Instant::now() < deadline, "the queue never held {n}: {q:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The user's `podman run -d` of a worker that waits `wait`, on a thread.
+    fn user_waiting(&mut self, name: &str, wait: &str) -> std::thread::JoinHandle<Output> {
+        let full = format!("gwtest-{}-{name}", std::process::id());
+        self.user_names.push(full.clone());
+        let (hooks, wait) = (self.hooks.clone(), format!("gpuwarden.io/wait={wait}"));
+        std::thread::spawn(move || {
+            as_user(&["podman", "--runtime", "runc", "--hooks-dir", &hooks, "run", "-d", "--name", &full, "--network", "none", "--device", "nvidia.com/gpu=comfyui", "--annotation", &wait, IMAGE, "sh", "-c", "sleep 600"])
+        })
+    }
+}
+
+#[test]
+fn a_rootless_container_waits_its_turn_through_the_broker() {
+    let Some(mut w) = Rootless::new("a_rootless_container_waits_its_turn_through_the_broker") else { return };
+    for n in ["r1", "r2", "r3"] {
+        let o = w.root_start(n);
+        assert!(o.status.success(), "{n}: {}", stderr(&o));
+    }
+    // The budget is full: the user's worker waits in the queue, as the user.
+    let waiting = w.user_waiting("u1", "1m");
+    let q = w.await_queue(1);
+    assert_eq!((q[0]["holder"]["user"].as_str(), q[0]["profile"].as_str()), (Some(USER), Some("comfyui")), "{q:?}");
+    let o = Command::new("runuser").args(["-u", USER, "--", w.staged.path("gpuwarden").to_str().unwrap(), "--config", &w.config, "status"]).output().unwrap();
+    assert!(stdout(&o).contains(&format!("1. gwtest-{}-u1", std::process::id())) || stdout(&o).contains(&format!("  {USER}  comfyui  waited")), "{}", stdout(&o));
+    // A root container stops: the user's worker starts.
+    let r1 = format!("gwtest-{}-r1", std::process::id());
+    assert!(Command::new("podman").args(["rm", "-f", "-t", "0", &r1]).output().unwrap().status.success());
+    let o = waiting.join().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(w.reservations().iter().any(|r| r["holder"]["user"] == USER), "{:?}", w.reservations());
+
+    // A wait that runs out: the line is on the user's own podman run.
+    let line = refusal(&w.user_waiting("u2", "3s").join().unwrap());
+    assert!(line.contains(" (comfyui) after waiting 3 s (gpuwarden.io/wait=3s) on GPU 0 (RTX 4070): needs 3.0 GiB pinned memory, 0 B left of 9.0 GiB"), "{line}");
+    assert!(w.queue().is_empty());
+
+    // The hook that asked is killed: the broker sees it hang up, and the place is given back.
+    let waiting = w.user_waiting("u3", "1m");
+    let q = w.await_queue(1);
+    let waiter = q[0]["waiter"].as_i64().unwrap() as i32;
+    assert_eq!(std::fs::read_to_string(format!("/proc/{waiter}/comm")).unwrap().trim(), "gpuwarden-hook", "the broker's caller holds the place");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(waiter), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.queue().is_empty() {
+        assert!(Instant::now() < deadline, "the broker kept a hung-up caller's place: {:?}", w.queue());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!waiting.join().unwrap().status.success());
+}
