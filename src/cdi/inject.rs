@@ -84,7 +84,7 @@ impl Specs {
             let mut paths: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).filter(|p| is_spec_file(p)).collect();
             paths.sort();
             for path in paths {
-                match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| serde_yaml::from_str::<Spec>(&t).map_err(|e| e.to_string())) {
+                match super::yaml::read_file::<Spec>(&path) {
                     Ok(spec) => s.add(priority, path, spec),
                     Err(why) => s.broken.push(format!("{}: {why}", path.display())),
                 }

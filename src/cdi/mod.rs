@@ -11,6 +11,8 @@ mod model;
 mod names;
 mod registry;
 mod write;
+pub mod yaml;
+pub mod check;
 
 pub use build::{build_spec, MpsMounts, SpecInput};
 pub use coexist::{find_toolkit, leave_to_others, toolkit_names, Owner};

@@ -64,8 +64,7 @@ pub fn is_spec_file(path: &Path) -> bool {
 
 /// Reads the kind and device names of one spec file (YAML or JSON).
 pub fn read_spec_file(path: &Path) -> Result<SpecFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let l: Lenient = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+    let l: Lenient = super::yaml::read_file(path)?;
     let owner = format!("{OWNER_ENV}=");
     let ours = l.container_edits.as_ref().is_some_and(|e| e.env.iter().any(|v| v.starts_with(&owner)));
     let writer = match () {

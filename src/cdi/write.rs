@@ -45,7 +45,7 @@ pub fn render(spec: &Spec, format: Format) -> String {
         }
         Format::Yaml => format!(
             "# Written by `gpuwarden cdi generate`; edits are lost when it runs again.\n{}",
-            serde_yaml::to_string(spec).expect("a spec always serializes")
+            super::yaml::to_string(spec)
         ),
     }
 }

@@ -82,7 +82,7 @@ fn cdi(dirs: Vec<PathBuf>, path: &[PathBuf]) -> CdiFacts {
 /// The driver version gpuwarden's spec was made for (its libraries' names
 /// end in it) and the host paths it names that are gone.
 fn our_spec(path: &Path) -> OurSpec {
-    let spec: Option<gpuwarden::cdi::Spec> = std::fs::read_to_string(path).ok().and_then(|t| serde_yaml::from_str(&t).ok());
+    let spec: Option<gpuwarden::cdi::Spec> = gpuwarden::cdi::yaml::read_file(path).ok();
     let Some(spec) = spec else { return OurSpec { path: path.to_path_buf(), driver_version: None, missing: Vec::new() } };
     let edits = std::iter::once(&spec.container_edits).chain(spec.devices.iter().map(|d| &d.container_edits));
     let mut hosts: Vec<PathBuf> = Vec::new();

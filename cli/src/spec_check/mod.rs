@@ -1,7 +1,6 @@
-//! What the CNCF `container-device-interface` crate checks for us: the lowest
-//! `cdiVersion` a spec needs, and validation. It lives in the admin CLI only,
-//! because the crate links an HTTP and TLS stack (its JSON-schema resolver)
-//! that has no place in the hooks run at every container start.
+//! `cdi validate` and the version `cdi generate` writes: the CDI
+//! specification's checks (`gpuwarden::cdi::check`), what they leave out
+//! (host paths that are gone, versions Podman 4.3 drops), by file and field.
 
 mod validate;
 mod version;

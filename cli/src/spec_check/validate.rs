@@ -1,11 +1,10 @@
-//! `cdi validate`: the CNCF crate's schema and semantic checks, plus what it
-//! does not check: host paths that do not exist, and versions Podman 4.3
+//! `cdi validate`: the CDI specification's checks (gpuwarden's own, in
+//! `gpuwarden::cdi::check`, agreeing with the CNCF crate's), plus what those
+//! do not check: host paths that do not exist, and versions Podman 4.3
 //! drops. Each finding names the file and, where known, the field.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-
-use container_device_interface::specs::config::Spec as CncfSpec;
 
 use super::version::{version_newer, PODMAN_43_MAX_VERSION};
 use gpuwarden::cdi::Spec;
@@ -41,21 +40,25 @@ impl fmt::Display for Finding {
 /// Every problem found in one spec file; empty when it is sound.
 pub fn validate_file(path: &Path) -> Vec<Finding> {
     let finding = |severity, field: Option<String>, message: String| Finding { severity, file: path.to_path_buf(), field, message };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => return vec![finding(Severity::Error, None, format!("cannot read: {e}"))],
+    let text = match std::fs::metadata(path).map(|m| m.len()) {
+        Ok(size) if size > gpuwarden::cdi::yaml::MAX_SPEC_BYTES => {
+            return vec![finding(Severity::Error, None, gpuwarden::cdi::yaml::too_large(size))];
+        }
+        _ => match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => return vec![finding(Severity::Error, None, format!("cannot read: {e}"))],
+        },
     };
-    let raw: CncfSpec = match serde_yaml::from_str(&text) {
+    let raw = match gpuwarden::cdi::check::parse(&text) {
         Ok(raw) => raw,
         Err(e) => return vec![finding(Severity::Error, None, format!("not a CDI spec: {e}"))],
     };
     let mut out = Vec::new();
-    if let Err(e) = container_device_interface::spec::new_spec(&raw, &path.to_path_buf(), 0) {
-        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        out.push(finding(Severity::Error, None, chain.join(": ")));
+    if let Err(e) = gpuwarden::cdi::check::check(&raw) {
+        out.push(finding(Severity::Error, None, e));
     }
-    // The crate's types accepted it, so ours (a lenient subset) do too.
-    if let Ok(spec) = serde_yaml::from_str::<Spec>(&text) {
+    // The strict types accepted it, so ours (a lenient subset) do too.
+    if let Ok(spec) = gpuwarden::cdi::yaml::from_str::<Spec>(&text) {
         for (field, host) in host_paths(&spec) {
             if std::fs::symlink_metadata(&host).is_err() {
                 out.push(finding(Severity::Error, Some(field), format!("{host} does not exist on this host")));

@@ -1,31 +1,22 @@
-//! The lowest `cdiVersion` a spec needs, as the CNCF crate computes it.
-
-use container_device_interface::specs::config::Spec as CncfSpec;
+//! The lowest `cdiVersion` a spec needs (`gpuwarden::cdi::check`), and how
+//! versions compare.
 
 use gpuwarden::cdi::Spec;
 
 /// The newest version Podman 4.3 reads; it silently drops newer specs.
 pub const PODMAN_43_MAX_VERSION: &str = "0.5.0";
 
-/// Our spec in the CNCF crate's types (a serde round trip: its fields are private).
-pub(super) fn to_cncf(spec: &Spec) -> Result<CncfSpec, serde_json::Error> {
-    serde_json::to_value(spec).and_then(serde_json::from_value)
-}
-
 /// The lowest CDI version whose features cover everything in `spec`
 /// (0.3.0 at least; 0.5.0 once a device name starts with a digit or a node
 /// has a `hostPath`; 0.6.0 with annotations; 0.7.0 with `additionalGids`).
 pub fn minimum_version(spec: &Spec) -> String {
-    let cncf = to_cncf(spec).expect("our spec model is a subset of the CNCF one");
-    container_device_interface::version::minimum_required_version(&cncf)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| container_device_interface::specs::config::CURRENT_VERSION.to_string())
+    let raw: gpuwarden::cdi::check::RawSpec = serde_json::to_value(spec).and_then(serde_json::from_value).expect("our spec model is a subset of the CDI one");
+    gpuwarden::cdi::check::minimum_version(&raw).to_string()
 }
 
 /// Compares dotted versions numerically (`0.10.0` > `0.5.0`).
 pub fn version_newer(a: &str, b: &str) -> bool {
-    let parts = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
-    parts(a) > parts(b)
+    gpuwarden::cdi::check::newer(a, b)
 }
 
 #[cfg(test)]
