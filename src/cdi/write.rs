@@ -111,7 +111,7 @@ mod tests {
         install(&spec("gpu"), Format::Yaml, &out, &[dir.path().join("cdi")]).unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         assert!(text.starts_with("# Written by `gpuwarden cdi generate`"));
-        assert!(text.contains("cdiVersion: 0.5.0"), "{text}");
+        assert!(text.contains("cdiVersion: \"0.5.0\""), "{text}");
     }
 
     #[test]
