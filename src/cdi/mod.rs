@@ -8,7 +8,6 @@ mod build;
 mod coexist;
 pub mod inject;
 mod model;
-mod names;
 mod registry;
 mod write;
 pub mod yaml;
@@ -17,7 +16,7 @@ pub mod check;
 pub use build::{build_spec, MpsMounts, SpecInput};
 pub use coexist::{find_toolkit, leave_to_others, toolkit_names, Owner};
 pub use model::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
-pub use names::{is_device_name, Kind, KindError};
+pub use crate::names::{is_device_name, Kind, KindError};
 pub use registry::{is_spec_file, scan, SpecFile, DEFAULT_SPEC_DIRS};
 pub use write::{install, render, Format, InstallError};
 

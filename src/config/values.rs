@@ -102,7 +102,7 @@ impl FromStr for ProfileName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let looks_per_gpu = s.strip_prefix("gpu").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
-        if !crate::cdi::is_device_name(s) || !s.starts_with(|c: char| c.is_ascii_lowercase()) || s == "all" || looks_per_gpu {
+        if !crate::names::is_device_name(s) || !s.starts_with(|c: char| c.is_ascii_lowercase()) || s == "all" || looks_per_gpu {
             return Err(format!(
                 "profile name {s:?}: use a lowercase letter then letters, digits, '-', '_' or '.'; not \"all\" nor gpuN..., which name other devices"
             ));

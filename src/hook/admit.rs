@@ -86,8 +86,8 @@ pub fn record_refusal(e: &AdmitError, env: &HookEnv) {
     }
     let Ok(config) = (env.settings)() else { return };
     let file = env.state_dir.map_or(config.watch.events_file, |d| d.join("events.jsonl"));
-    let event = crate::watch::events::Event { time: env.now, kind: "refused".into(), container: None, detail: crate::text::one_line(e) };
-    let _ = crate::watch::events::append(&file, &event);
+    let event = crate::watched::events::Event { time: env.now, kind: "refused".into(), container: None, detail: crate::text::one_line(e) };
+    let _ = crate::watched::events::append(&file, &event);
 }
 
 /// Admits the container in `input`'s state, or says why not.
@@ -145,11 +145,11 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
             .map_err(|why| AdmitError::Mps { id: id.clone(), profile: profile.clone(), why })?;
     }
     if config.watch.required {
-        let watch = crate::watch::state::WatchState::load(&config.watch.state_file).unwrap_or_default();
+        let watch = crate::watched::state::WatchState::load(&config.watch.state_file).unwrap_or_default();
         if !(watch.is_fresh(env.now) && watch.live) {
             return Err(gpu_err(format!(
                 "the watchdog is required ([watch] required = true) and {}",
-                crate::watch::report::enforcement(&watch, env.now).replace("enforcement is at start only (admission); ", "")
+                crate::watched::enforcement(&watch, env.now).replace("enforcement is at start only (admission); ", "")
             )));
         }
     }
@@ -298,14 +298,14 @@ fn judge(ledger: &crate::ledger::Ledger, j: &Judged, env: &HookEnv) -> Result<()
         crate::access::within_cap(who, cap, &held, j.share).map_err(Blocked::Refuse)?;
     }
     let game = if j.waits && j.config.watch.yield_to_games.iter().any(|p| p == j.profile) {
-        let watch = crate::watch::state::WatchState::load(&j.config.watch.state_file).unwrap_or_default();
+        let watch = crate::watched::state::WatchState::load(&j.config.watch.state_file).unwrap_or_default();
         if watch.is_fresh(j.now) { watch.unknown.into_iter().filter(|u| u.game).collect() } else { Vec::new() }
     } else {
         Vec::new()
     };
     for gpu in j.gpus {
         if let Some(g) = game.iter().find(|u| u.gpu == gpu.uuid) {
-            return Err(Blocked::Wait { on: gpu.describe(), detail: format!("a game runs: {} (profile {} yields to games)", crate::watch::game_label(&g.name, g.pid), j.profile) });
+            return Err(Blocked::Wait { on: gpu.describe(), detail: format!("a game runs: {} (profile {} yields to games)", crate::watched::game_label(&g.name, g.pid), j.profile) });
         }
         let uuids = [gpu.uuid.clone()];
         let ahead = crate::queue::ahead(&ledger.queue, j.id, j.profile, &uuids, &j.config.watch.priority);
@@ -407,11 +407,11 @@ mod tests {
         w.config = Config::parse(&format!("[watch]\nrequired = true\nstate_file = \"{}\"\n", state_file.display()), Path::new("c")).unwrap();
         let e = w.admit("comfy1000000cc", "comfyui", 41).unwrap_err().to_string();
         assert!(e.contains("(comfyui): the watchdog is required ([watch] required = true) and not running (no recent look): start `gpuwarden watch`"), "{e}");
-        let seen = crate::watch::state::WatchState { written_at: 999, interval_seconds: 2, pid: 5, live: false, ..Default::default() };
+        let seen = crate::watched::state::WatchState { written_at: 999, interval_seconds: 2, pid: 5, live: false, ..Default::default() };
         seen.save(&state_file).unwrap();
         let e = w.admit("comfy1000000cc", "comfyui", 41).unwrap_err().to_string();
         assert!(e.contains("cannot see the GPUs' processes (no NVML)"), "{e}");
-        crate::watch::state::WatchState { live: true, ..seen }.save(&state_file).unwrap();
+        crate::watched::state::WatchState { live: true, ..seen }.save(&state_file).unwrap();
         assert!(matches!(w.admit("comfy1000000cc", "comfyui", 41), Ok(Admission::Admitted(_))));
     }
 
@@ -665,8 +665,8 @@ mod tests {
         let state_file = w.dir.path().join("watch.json");
         w.config = Config::parse(&format!("[watch]\nstate_file = \"{}\"\n", state_file.display()), Path::new("c")).unwrap();
         let uuid = builtin("rtx4070").unwrap().gpus[0].uuid.clone();
-        let game = crate::watch::Unknown { gpu: uuid, pid: 4242, name: "dota2 (Steam app 570, pid 4242)".into(), used_bytes: 1 << 30, game: true, desktop: false };
-        let seen = crate::watch::state::WatchState { written_at: 1000, interval_seconds: 2, pid: 5, live: true, unknown: vec![game], ..Default::default() };
+        let game = crate::watched::Unknown { gpu: uuid, pid: 4242, name: "dota2 (Steam app 570, pid 4242)".into(), used_bytes: 1 << 30, game: true, desktop: false };
+        let seen = crate::watched::state::WatchState { written_at: 1000, interval_seconds: 2, pid: 5, live: true, unknown: vec![game], ..Default::default() };
         seen.save(&state_file).unwrap();
         assert!(matches!(w.admit("render000000aa", "blender", 10), Ok(Admission::Admitted(_))), "without a wait it starts, and the watchdog pauses it");
         let bundle = waiting_bundle(&w, "render1000000bb", "blender", "3s");

@@ -101,7 +101,7 @@ impl Inventory {
             if !minors.insert(g.minor) {
                 return Err(format!("{at}.minor {} appears twice", g.minor));
             }
-            if !crate::cdi::is_device_name(&g.uuid) || !g.uuid.starts_with("GPU-") {
+            if !crate::names::is_device_name(&g.uuid) || !g.uuid.starts_with("GPU-") {
                 return Err(format!("{at}.uuid {:?} is not a GPU UUID (GPU-xxxxxxxx-...)", g.uuid));
             }
             if !uuids.insert(g.uuid.as_str()) {

@@ -12,6 +12,7 @@ pub mod admission;
 pub mod ceiling;
 pub mod control;
 pub mod daemon;
+pub mod guard;
 mod env;
 pub mod probe;
 

@@ -6,16 +6,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    Podman,
-    Docker,
-    /// Neither: only the cgroup's freezer and signals.
-    Other,
-}
+pub use crate::watched::Engine;
 
 /// The engine of a process, from its `/proc/PID/cgroup`.
 pub fn engine_of(cgroup: &str) -> Engine {

@@ -5,36 +5,21 @@
 //! what it did is kept in [`state`] and told in [`events`].
 
 pub mod engine;
-pub mod events;
 pub mod games;
+pub mod metrics;
 pub mod report;
 pub mod run;
-pub mod state;
+
+// What the watchdog publishes and admission reads sits below both (`crate::watched`).
+pub use crate::watched::{events, game_label, state, PauseReason, Unknown};
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 
 use crate::config::{ShareAction, WatchConfig};
 use crate::inventory::GpuProcess;
 use crate::ledger::{Ledger, Reservation};
 use crate::size::ByteSize;
-
-/// Why the watchdog paused a container.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum PauseReason {
-    /// It used more GPU memory than its share.
-    OverShare { used_bytes: u64, reserved_bytes: u64 },
-    /// A game runs on its GPU (`name` says which: `dota2 (Steam app 570, pid 4242)`).
-    Game { name: String, pid: i32 },
-}
-
-/// How events and `status` name a game: its label (which names the pid), or
-/// a name from an older state file with its pid added.
-pub fn game_label(name: &str, pid: i32) -> String {
-    if name.contains(&format!("pid {pid})")) { name.to_string() } else { format!("{name} (pid {pid})") }
-}
 
 /// One thing to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,27 +32,6 @@ pub enum Decision {
     Resume { id: String },
     /// Paused by the watchdog, and the container is gone: forget it.
     Forget { id: String },
-}
-
-/// A GPU process that belongs to no admitted container.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Unknown {
-    pub gpu: String,
-    pub pid: i32,
-    pub name: String,
-    pub used_bytes: u64,
-    /// It is a game (see [`games`]); `name` then says which, with its Steam app.
-    pub game: bool,
-    /// It is the desktop's (the Steam client, a compositor, a browser): never a game.
-    #[serde(default)]
-    pub desktop: bool,
-}
-
-impl Unknown {
-    /// Neither in an admitted container, nor a game, nor the desktop's: gpuwarden did not admit it.
-    pub fn unauthorized(&self) -> bool {
-        !self.game && !self.desktop
-    }
 }
 
 /// What the GPUs show, summed by container.

@@ -12,15 +12,7 @@ use crate::ledger::{label, Ledger};
 use crate::size::ByteSize;
 
 /// Whether the watchdog holds containers to their share now, in one line.
-pub fn enforcement(state: &WatchState, now: u64) -> String {
-    if !state.is_fresh(now) {
-        return "not running (no recent look): enforcement is at start only (admission); start `gpuwarden watch` (gpuwarden-watch.service)".into();
-    }
-    if !state.live {
-        return format!("running (pid {}), but it cannot see the GPUs' processes (no NVML): enforcement is at start only", state.pid);
-    }
-    format!("running (pid {}), looked {}s ago, every {}s", state.pid, now.saturating_sub(state.written_at), state.interval_seconds)
-}
+pub use crate::watched::enforcement;
 
 pub fn render_text(ledger: &Ledger, state: &WatchState, events: &[Event], now: u64) -> String {
     let mut out = format!("WATCH {}\n", enforcement(state, now));

@@ -42,7 +42,7 @@ pub fn gather(args: &DoctorArgs, config: &Config) -> Facts {
         docker: ["/usr/bin/dockerd", "/usr/sbin/dockerd"].iter().any(|p| under(root, Path::new(p)).exists()).then(|| docker(root, here)),
         watch: WatchFacts {
             required: config.watch.required,
-            last_look: gpuwarden::watch::state::WatchState::load(&config.watch.state_file).ok().filter(|s| s.written_at > 0).map(|s| {
+            last_look: gpuwarden::watched::state::WatchState::load(&config.watch.state_file).ok().filter(|s| s.written_at > 0).map(|s| {
                 let now = gpuwarden::clock::unix_seconds();
                 (now.saturating_sub(s.written_at), s.is_fresh(now))
             }),

@@ -19,8 +19,8 @@ pub fn status(args: &StatusArgs, config: &Config) -> Result<ExitCode> {
     let ledger = store(&a.state_dir, config).read()?;
     let status = gpuwarden::status::gather(&inv, config, &ledger, &ProcFs);
     let mps = gpuwarden::mps::daemon::status(&config.mps, u32::try_from(inv.gpus.len())?);
-    let watch = gpuwarden::watch::state::WatchState::load(&config.watch.state_file).unwrap_or_default();
-    let events = gpuwarden::watch::events::read(&config.watch.events_file);
+    let watch = gpuwarden::watched::state::WatchState::load(&config.watch.state_file).unwrap_or_default();
+    let events = gpuwarden::watched::events::read(&config.watch.events_file);
     if args.json {
         let mut v = gpuwarden::status::render_json(&status, now());
         v["mps"] = super::mps_cmd::json(config, &mps);
