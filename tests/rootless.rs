@@ -530,3 +530,145 @@ fn a_rootless_container_waits_its_turn_through_the_broker() {
     }
     assert!(!waiting.join().unwrap().status.success());
 }
+
+/// What NVIDIA's real control daemon does, with gpuwarden's root-owned MPS
+/// folders, when a server must run as the user: it starts it as that uid, and
+/// the server connects, logs (through the daemon's FIFO, into the daemon's
+/// root-owned server.log) and reaches the driver's initialization, which fails
+/// here only because there is no GPU. It creates nothing of its own in the pipe
+/// or log folder. (What it does after cuInit on a real GPU is not seen here.)
+#[test]
+fn the_real_daemon_starts_a_server_for_the_user_with_gpuwardens_root_owned_folders() {
+    let Some(w) = Rootless::new("the_real_daemon_starts_a_server_for_the_user_with_gpuwardens_root_owned_folders") else { return };
+    // The daemon's servers find libcuda by its SONAME; the driver is not installed on this host.
+    let lib = w.staged.path("mpslib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let cuda = w.staged.path("driver/usr/lib/x86_64-linux-gnu/nvidia/current/libcuda.so.535.261.03");
+    std::fs::copy(&cuda, lib.join("libcuda.so.1")).unwrap();
+    let o = Command::new("chmod").args(["-R", "a+rX"]).arg(&lib).output().unwrap();
+    assert!(o.status.success());
+    let mps = |args: &[&str]| {
+        let o = Command::new(bin()).args(["--config", &w.config, "mps"]).args(args).env_remove("GPUWARDEN_CONFIG").env("LD_LIBRARY_PATH", &lib).output().unwrap();
+        assert!(o.status.success(), "mps {args:?}: {}", stderr(&o));
+    };
+    mps(&["stop"]);
+    mps(&["start"]);
+    let m = w.dir.path().join("mps");
+    let before: Vec<String> = ["pipe", "log"].iter().flat_map(|d| std::fs::read_dir(m.join(d)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned())).collect();
+    let uid = uid();
+    let mut control = Command::new("nvidia-cuda-mps-control")
+        .env("CUDA_MPS_PIPE_DIRECTORY", m.join("pipe"))
+        .env("CUDA_MPS_LOG_DIRECTORY", m.join("log"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    control.stdin.take().unwrap().write_all(format!("start_server -uid {uid}\n").as_bytes()).unwrap();
+    assert!(control.wait_with_output().unwrap().status.success());
+    let started = format!(" for user {uid}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (server, log) = loop {
+        let control_log = std::fs::read_to_string(m.join("log/control.log")).unwrap_or_default();
+        let server = control_log.lines().find(|l| l.contains("Starting new server") && l.ends_with(&started)).and_then(|l| l.split_whitespace().rev().nth(3).map(str::to_owned));
+        if let Some(pid) = server.filter(|pid| control_log.contains(&format!("Server {pid} exited"))) {
+            break (pid, std::fs::read_to_string(m.join("log/server.log")).unwrap());
+        }
+        assert!(Instant::now() < deadline, "the daemon did not start and end a server for uid {uid}:\n{control_log}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mine: Vec<&str> = log.lines().filter(|l| l.contains(&format!(" {server}]"))).collect();
+    for step in ["Connecting to control daemon on socket", "Initializing server process", "Driver initialization failed with: no CUDA-capable device is detected"] {
+        assert!(mine.iter().any(|l| l.contains(step)), "the user's server did not get to \"{step}\":\n{}", mine.join("\n"));
+    }
+    let after: Vec<String> = ["pipe", "log"].iter().flat_map(|d| std::fs::read_dir(m.join(d)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned())).collect();
+    assert_eq!(before, after, "the user's server made no file in the pipe or log folder");
+    mps(&["stop"]);
+}
+
+/// The unit's `Exec*=` commands, continuation lines joined, split as systemd
+/// splits them (no quotes are used in the shipped units).
+fn unit_commands(text: &str, key: &str) -> Vec<String> {
+    let joined = text.replace("\\\n", " ");
+    let line = joined.lines().find(|l| l.starts_with(&format!("{key}="))).unwrap_or_else(|| panic!("no {key}="));
+    line[key.len() + 1..].split_whitespace().map(str::to_owned).collect()
+}
+
+/// podman/systemd/comfyui@.service as a user would run it with
+/// `systemctl --user` (this host has no systemd as PID 1): its own ExecStart,
+/// ExecStop and ExecStopPost, run as the user with systemd's specifiers
+/// filled in. The only changes are the user's own: volume folders of their
+/// own, the hooks folder of this test's install, and the image tag.
+#[test]
+fn the_comfyui_user_unit_runs_rootless_through_the_broker() {
+    let Some(w) = Rootless::new("the_comfyui_user_unit_runs_rootless_through_the_broker") else { return };
+    let _ports = process_lock("comfyui-ports");
+    let unit = std::fs::read_to_string(repo().join("podman/systemd/comfyui@.service")).unwrap();
+    let home = w.staged.path("user-home");
+    for sub in ["run", "srv/models", "srv/input", "srv/output", "srv/user"] {
+        std::fs::create_dir_all(home.join(sub)).unwrap();
+    }
+    let o = Command::new("chown").args(["-R", &format!("{USER}:{USER}")]).arg(&home).output().unwrap();
+    assert!(o.status.success());
+    // The user's image: the busybox stand-in, sleeping as ComfyUI would serve.
+    let o = as_user(&["podman", "tag", IMAGE, "localhost/comfyui-unit-test:latest"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fill = |args: Vec<String>| -> Vec<String> {
+        let mut out = Vec::new();
+        for a in args {
+            let a = a.replace("%t", &home.join("run").display().to_string()).replace("%n", "comfyui@8188.service").replace("%i", "8188").replace("/srv/comfyui", &home.join("srv").display().to_string());
+            let a = if a == "localhost/comfyui:latest" { "localhost/comfyui-unit-test:latest".to_string() } else { a };
+            out.push(a);
+        }
+        if out.get(1).is_some_and(|s| s != "--hooks-dir") && out[0].ends_with("podman") {
+            out.splice(1..1, ["--hooks-dir".to_string(), w.hooks.clone()]);
+        }
+        out
+    };
+    let run = |key: &str, extra: &[&str]| {
+        let mut args = fill(unit_commands(&unit, key));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        as_user(&refs)
+    };
+    // The unit publishes its port: rootless Podman's network (slirp4netns) opens
+    // /dev/net/tun, which Debian makes 0666 and this host 0600; restored after.
+    let _tun = TunOpen::new();
+    let o = run("ExecStart", &["sh", "-c", "sleep 600"]);
+    assert!(o.status.success(), "ExecStart as {USER}: {}", stderr(&o));
+    let held = w.reservations();
+    assert!(held.iter().any(|r| r["name"] == "comfyui-8188" && r["holder"]["user"] == USER && r["profile"] == "comfyui"), "{held:?}");
+    let o = as_user(&["podman", "inspect", "--format", "{{.HostConfig.ReadonlyRootfs}} {{.State.Running}}", "comfyui-8188"]);
+    assert_eq!(stdout(&o).trim(), "true true", "{}", stderr(&o));
+    for key in ["ExecStop", "ExecStopPost"] {
+        let o = run(key, &[]);
+        assert!(o.status.success(), "{key} as {USER}: {}", stderr(&o));
+    }
+    assert!(w.reservations().iter().all(|r| r["name"] != "comfyui-8188"), "stopping the unit released the share: {:?}", w.reservations());
+    let _ = as_user(&["podman", "rmi", "localhost/comfyui-unit-test:latest"]);
+}
+
+/// /dev/net/tun as Debian's udev rules make it (0666) while it lives; its mode before, after.
+struct TunOpen(Option<u32>);
+
+impl TunOpen {
+    fn new() -> TunOpen {
+        use std::os::unix::fs::PermissionsExt;
+        let tun = Path::new("/dev/net/tun");
+        let mode = std::fs::metadata(tun).map(|m| m.permissions().mode() & 0o7777).ok();
+        if mode.is_some_and(|m| m != 0o666) {
+            std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).unwrap();
+            return TunOpen(mode);
+        }
+        TunOpen(None)
+    }
+}
+
+impl Drop for TunOpen {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(mode) = self.0 {
+            let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
