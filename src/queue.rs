@@ -208,7 +208,7 @@ impl Waiter for FakeWaiter {
     fn pause(&self) -> bool {
         self.clock.set(self.clock.get() + self.step);
         let next = self.pauses.borrow_mut().pop_front();
-        next.map_or(true, |mut f| f())
+        next.is_none_or(|mut f| f())
     }
     fn now(&self) -> u64 {
         self.clock.get()
@@ -221,23 +221,8 @@ mod tests {
     use crate::size::ByteSize;
 
     fn waiting(id: &str, profile: &str, gpu: &str) -> Waiting {
-        Waiting {
-            id: id.into(),
-            name: None,
-            profile: profile.into(),
-            gpus: vec![gpu.into()],
-            threads: 25,
-            pinned_bytes: ByteSize::gib(3),
-            pid: 1,
-            pid_start: 1,
-            waiter: 2,
-            waiter_start: 2,
-            queued_at: 0,
-            until: 100,
-            waits_for: String::new(),
-            cancelled: false,
-            holder: None,
-        }
+        let asks = crate::ledger::Reservation { id: id.into(), name: None, profile: profile.into(), gpus: vec![gpu.into()], threads: 25, pinned_bytes: ByteSize::gib(3), pid: 1, pid_start: 1, admitted_at: 0, holder: None };
+        Waiting { asks, waiter: 2, waiter_start: 2, queued_at: 0, until: 100, waits_for: String::new(), cancelled: false }
     }
 
     fn ids(v: Vec<&Waiting>) -> Vec<&str> {
@@ -263,7 +248,7 @@ mod tests {
     #[test]
     fn a_waiting_container_is_cancelled_by_id_or_name() {
         let mut q = vec![waiting("c0ffee0011223344", "comfyui", "G0"), waiting("c0ffee0011229999", "comfyui", "G0")];
-        q[1].name = Some("comfy-2".into());
+        q[1].asks.name = Some("comfy-2".into());
         assert!(cancel(&mut q, "c0ffee001122").unwrap_err().starts_with("2 containers in the queue match"));
         assert_eq!(cancel(&mut q, "comfy-2").unwrap().id, "c0ffee0011229999");
         assert!(q[1].cancelled && !q[0].cancelled);

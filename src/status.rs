@@ -194,7 +194,11 @@ pub fn render_json(status: &[GpuStatus], now: u64) -> Value {
                     v
                 }).collect::<Vec<_>>(),
                 "queue": s.queue.iter().enumerate().map(|(i, w)| {
-                    let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+                    // The reservation it asks for, with its place in the queue beside.
+                    let mut v = serde_json::to_value(&w.asks).unwrap_or(Value::Null);
+                    if let Value::Object(place) = serde_json::to_value(w).unwrap_or(Value::Null) {
+                        place.into_iter().filter(|(k, _)| k != "asks").for_each(|(k, x)| v[k] = x);
+                    }
                     v["position"] = json!(i + 1);
                     v["waited_seconds"] = json!(now.saturating_sub(w.queued_at));
                     v["left_seconds"] = json!(w.until.saturating_sub(now));
@@ -215,11 +219,9 @@ mod tests {
         let mut ledger = Ledger::default();
         let uuid = inv.gpus[0].uuid.clone();
         for (id, profile, at) in [("c0ffee00112233", "comfyui", 100), ("b1e0de00112233", "blender", 150)] {
-            ledger.queue.push(Waiting {
-                id: id.into(), name: None, profile: profile.into(), gpus: vec![uuid.clone()], threads: 25, pinned_bytes: ByteSize::gib(3), pid: 1, pid_start: 5,
-                waiter: 2, waiter_start: 5, queued_at: at, until: at + 200, waits_for: "GPU 0 (RTX 4070): needs 3.0 GiB pinned memory".into(), cancelled: false,
-                holder: Some(crate::ledger::Holder { uid: 1000, user: Some("ana".into()) }),
-            });
+            let holder = Some(crate::ledger::Holder { uid: 1000, user: Some("ana".into()) });
+            let asks = Reservation { id: id.into(), name: None, profile: profile.into(), gpus: vec![uuid.clone()], threads: 25, pinned_bytes: ByteSize::gib(3), pid: 1, pid_start: 5, admitted_at: at, holder };
+            ledger.queue.push(Waiting { asks, waiter: 2, waiter_start: 5, queued_at: at, until: at + 200, waits_for: "GPU 0 (RTX 4070): needs 3.0 GiB pinned memory".into(), cancelled: false });
         }
         let status = gather(&inv, &config, &ledger, &FakeProcesses(HashMap::new()));
         let text = render_text(&status, 200);

@@ -296,14 +296,15 @@ fn qualified_name(key: &str) -> Vec<String> {
         errs.push("name part must be no more than 63 characters".to_string());
     }
     let ends = |s: &str| s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
-    if !name.is_empty() && !(ends(name) && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+    let well_formed = |s: &str| ends(s) && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name.is_empty() && !well_formed(name) {
         errs.push(NAME_RULE.to_string());
     }
     if let Some(prefix) = prefix {
         if prefix.is_empty() {
             errs.push("prefix part must be non-empty".to_string());
         } else if prefix.len() > 253 || !prefix.split('.').all(|l| ends(l) && l.len() <= 63 && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')) {
-            errs.push(format!("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"));
+            errs.push("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string());
         }
     }
     errs

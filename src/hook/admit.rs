@@ -161,7 +161,19 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
     }
     let store = LedgerStore::new(env.state_dir.unwrap_or(&config.state_dir));
     let ledger_err = |source| AdmitError::Ledger { id: id.clone(), profile: profile.clone(), source };
-    let who_holds = who.map(|w| crate::ledger::Holder { uid: w.uid, user: w.user.clone() });
+    // What it holds once admitted, and asks for while it waits.
+    let asks = Reservation {
+        id: state.id.clone(),
+        name: name.clone(),
+        profile: profile.clone(),
+        gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
+        threads: share.threads,
+        pinned_bytes: share.pinned,
+        pid,
+        pid_start,
+        admitted_at: env.now,
+        holder: who.map(|w| crate::ledger::Holder { uid: w.uid, user: w.user.clone() }),
+    };
     let waiter_start = env.processes.start_time(env.waiter.pid()).unwrap_or(0);
     let started = env.waiter.now();
     let mut locked = loop {
@@ -198,21 +210,13 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
             return Err(leave_queue(&mut locked, &state.id, AdmitError::Budget(line), ledger_err));
         }
         let entry = crate::ledger::Waiting {
-            id: state.id.clone(),
-            name: name.clone(),
-            profile: profile.clone(),
-            gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
-            threads: share.threads,
-            pinned_bytes: share.pinned,
-            pid,
-            pid_start,
+            asks: Reservation { admitted_at: started, ..asks.clone() },
             waiter: env.waiter.pid(),
             waiter_start,
             queued_at: started,
             until: started + wait.as_seconds(),
             waits_for: format!("{on}: {detail}"),
             cancelled: false,
-            holder: who_holds.clone(),
         };
         match mine {
             Some(at) => locked.ledger.queue[at].waits_for = entry.waits_for,
@@ -237,18 +241,7 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
         }
     };
     locked.ledger.queue.retain(|w| w.id != state.id);
-    let reservation = Reservation {
-        id: state.id.clone(),
-        name,
-        profile: profile.clone(),
-        gpus: gpus.iter().map(|g| g.uuid.clone()).collect(),
-        threads: share.threads,
-        pinned_bytes: share.pinned,
-        pid,
-        pid_start,
-        admitted_at: env.now,
-        holder: who.map(|w| crate::ledger::Holder { uid: w.uid, user: w.user.clone() }),
-    };
+    let reservation = Reservation { admitted_at: env.now, ..asks };
     locked.ledger.insert(reservation.clone());
     locked.save().map_err(ledger_err)?;
     tracing::info!("admitted {} ({}): {}%, {} in {}", reservation.label(), reservation.profile, reservation.threads, reservation.pinned_bytes, store.path().display());
@@ -560,10 +553,8 @@ mod tests {
         w.procs.0.insert(88, 7);
         let uuid = builtin("rtx4070").unwrap().gpus[0].uuid.clone();
         let mut locked = w.store.lock().unwrap();
-        locked.ledger.queue.push(crate::ledger::Waiting {
-            id: id.into(), name: None, profile: profile.into(), gpus: vec![uuid], threads: 25, pinned_bytes: ByteSize::gib(3), pid, pid_start: 7,
-            waiter: 88, waiter_start: 7, queued_at: 990, until: 2000, waits_for: "x".into(), cancelled: false, holder: None,
-        });
+        let asks = Reservation { id: id.into(), name: None, profile: profile.into(), gpus: vec![uuid], threads: 25, pinned_bytes: ByteSize::gib(3), pid, pid_start: 7, admitted_at: 990, holder: None };
+        locked.ledger.queue.push(crate::ledger::Waiting { asks, waiter: 88, waiter_start: 7, queued_at: 990, until: 2000, waits_for: "x".into(), cancelled: false });
         locked.save().unwrap();
     }
 
@@ -600,12 +591,18 @@ mod tests {
         assert_eq!(e, "refused comfy1000000 (comfyui) on GPU 0 (RTX 4070): render000000 (blender) waits ahead of it in the queue; to wait for the share, set gpuwarden.io/wait or GPUWARDEN_WAIT");
     }
 
-    #[test]
-    fn a_wait_that_runs_out_says_how_long_and_what_held_the_gpu_and_leaves_the_queue() {
+    /// 11.5 GiB to share, two renders holding 10: a worker (3 GiB) does not fit.
+    fn two_renders() -> World {
         let mut w = World::new();
         w.config = Config::parse("[budget.reserves]\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
         w.admit("render000000aa", "blender", 10).unwrap();
         w.admit("render1000000aa", "blender", 9).unwrap();
+        w
+    }
+
+    #[test]
+    fn a_wait_that_runs_out_says_how_long_and_what_held_the_gpu_and_leaves_the_queue() {
+        let mut w = two_renders();
         let bundle = waiting_bundle(&w, "comfy1000000bb", "comfyui", "5s");
         let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
         let store = LedgerStore::new(w.store.dir());
@@ -628,10 +625,7 @@ mod tests {
 
     #[test]
     fn a_waiter_whose_runtime_is_gone_or_that_is_cancelled_leaves_the_queue() {
-        let mut w = World::new();
-        w.config = Config::parse("[budget.reserves]\nsystem = \"512MiB\"\n", Path::new("c")).unwrap();
-        w.admit("render000000aa", "blender", 10).unwrap();
-        w.admit("render1000000aa", "blender", 9).unwrap();
+        let mut w = two_renders();
         let bundle = waiting_bundle(&w, "comfy1000000bb", "comfyui", "1m");
         w.waiter = Some(crate::queue::FakeWaiter::at(1000).then(|| false));
         let e = w.admit_bundle("comfy1000000bb", &bundle, 11).unwrap_err().to_string();

@@ -80,18 +80,10 @@ pub fn label(id: &str, name: Option<&str>) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Waiting {
-    pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub profile: String,
-    pub gpus: Vec<String>,
-    pub threads: u32,
-    #[serde(with = "crate::size::as_bytes")]
-    pub pinned_bytes: ByteSize,
-    /// The container's process, and its start time.
-    pub pid: i32,
-    pub pid_start: u64,
-    /// The process that waits for it (the hook), and its start time.
+    /// The reservation it asks for, as it will be admitted (its container's
+    /// process, its share, its holder).
+    pub asks: Reservation,
+    /// The process that waits for it (the hook, or the broker's caller), and its start time.
     pub waiter: i32,
     pub waiter_start: u64,
     /// Seconds since the epoch: when it joined, and when it stops waiting.
@@ -102,13 +94,13 @@ pub struct Waiting {
     /// Set by `gpuwarden queue cancel`: the waiter refuses at its next look.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub holder: Option<Holder>,
 }
 
-impl Waiting {
-    pub fn label(&self) -> String {
-        label(&self.id, self.name.as_deref())
+/// A place in the queue reads as the reservation it asks for.
+impl std::ops::Deref for Waiting {
+    type Target = Reservation;
+    fn deref(&self) -> &Reservation {
+        &self.asks
     }
 }
 

@@ -158,10 +158,8 @@ mod tests {
     fn the_queue_is_measured_per_container_and_per_gpu() {
         let (mut ledger, state) = world();
         for (id, at) in [("b2", 40), ("c3", 90)] {
-            ledger.queue.push(crate::ledger::Waiting {
-                id: id.into(), name: None, profile: "blender".into(), gpus: vec!["GPU-a".into()], threads: 50, pinned_bytes: ByteSize::gib(5), pid: 3, pid_start: 1,
-                waiter: 4, waiter_start: 1, queued_at: at, until: 400, waits_for: String::new(), cancelled: false, holder: None,
-            });
+            let asks = crate::ledger::Reservation { id: id.into(), name: None, profile: "blender".into(), gpus: vec!["GPU-a".into()], threads: 50, pinned_bytes: ByteSize::gib(5), pid: 3, pid_start: 1, admitted_at: at, holder: None };
+            ledger.queue.push(crate::ledger::Waiting { asks, waiter: 4, waiter_start: 1, queued_at: at, until: 400, waits_for: String::new(), cancelled: false });
         }
         let m = metrics(&ledger, &state, 0, 100);
         assert!(m.contains("gpuwarden_queue_wait_seconds{container=\"b2\",profile=\"blender\",gpu=\"GPU-a\"} 60\n"), "{m}");
