@@ -20,7 +20,10 @@ pub fn too_large(size: u64) -> String {
 
 /// `value` as YAML.
 pub fn to_string<T: Serialize>(value: &T) -> String {
-    serde_saphyr::to_string(value).expect("gpuwarden's specs serialize")
+    let mut options = serde_saphyr::SerializerOptions::default();
+    // One path per line, as people grep specs: no folded `>-` blocks for long paths.
+    options.prefer_block_scalars = false;
+    serde_saphyr::to_string_with_options(value, options).expect("gpuwarden's specs serialize")
 }
 
 /// Parses `text` into `T`; the error is one line, with the line and column
@@ -69,8 +72,11 @@ mod tests {
     }
 
     #[test]
-    fn round_trips() {
-        let d = Doc { a: vec!["x: y".into(), "0".into(), "".into()] };
-        assert_eq!(from_str::<Doc>(&to_string(&d)).unwrap(), d);
+    fn round_trips_with_long_paths_on_one_line() {
+        let long = format!("/var/lib/{}/libcuda.so.535.261.03", "x".repeat(120));
+        let d = Doc { a: vec!["x: y".into(), "0".into(), "".into(), long.clone()] };
+        let text = to_string(&d);
+        assert_eq!(from_str::<Doc>(&text).unwrap(), d);
+        assert!(text.lines().any(|l| l == format!("- {long}")), "{text}");
     }
 }
