@@ -63,17 +63,38 @@ pub fn ordered<'a>(queue: &'a [Waiting], priority: &[String]) -> Vec<&'a Waiting
 /// characters or more, or its name) cancelled: its hook refuses it at its
 /// next look. Podman holds a container's lock while its hooks run, so
 /// `podman rm -f` and Ctrl-C wait for the hook; this is how to end a wait.
-pub fn cancel<'a>(queue: &'a mut [Waiting], key: &str) -> Result<&'a Waiting, String> {
+/// `by` is the uid asking, through the broker: a user cancels only their own
+/// (root, and the CLI run as root, any).
+pub fn cancel<'a>(queue: &'a mut [Waiting], key: &str, by: Option<u32>) -> Result<&'a Waiting, String> {
     let matches = |w: &Waiting| w.name.as_deref() == Some(key) || (key.len() >= 12 && w.id.starts_with(key));
     let found: Vec<usize> = queue.iter().enumerate().filter(|(_, w)| matches(w)).map(|(i, _)| i).collect();
     match found[..] {
         [i] => {
+            if let Some(uid) = by.filter(|uid| *uid != 0) {
+                if queue[i].holder.as_ref().is_none_or(|h| h.uid != uid) {
+                    let holder = queue[i].holder.as_ref().map_or_else(|| "root".to_string(), crate::ledger::Holder::describe);
+                    return Err(format!("{} waits for {holder}, not for uid {uid}: a user cancels only their own", queue[i].label()));
+                }
+            }
             queue[i].cancelled = true;
             Ok(&queue[i])
         }
         [] => Err(format!("no container waits in the queue as {key:?}: `gpuwarden status` lists the queue (a 12-character id, the whole id, or a name)")),
         _ => Err(format!("{} containers in the queue match {key:?}: give more of the id", found.len())),
     }
+}
+
+/// Cancels `key` in the queue of the ledger in `store`, under its lock; the
+/// line says who leaves.
+pub fn cancel_in(store: &crate::ledger::LedgerStore, key: &str, by: Option<u32>) -> Result<String, String> {
+    if !store.path().exists() {
+        return Err(format!("there is no ledger at {}: nothing waits", store.path().display()));
+    }
+    let mut locked = store.lock().map_err(|e| e.to_string())?;
+    let w = cancel(&mut locked.ledger.queue, key, by)?;
+    let line = format!("{} ({}) leaves the queue at its next look: its hook refuses it", w.label(), w.profile);
+    locked.save().map_err(|e| e.to_string())?;
+    Ok(line)
 }
 
 /// How long the engine that runs a createRuntime hook lets it run before it
@@ -249,11 +270,16 @@ mod tests {
     fn a_waiting_container_is_cancelled_by_id_or_name() {
         let mut q = vec![waiting("c0ffee0011223344", "comfyui", "G0"), waiting("c0ffee0011229999", "comfyui", "G0")];
         q[1].asks.name = Some("comfy-2".into());
-        assert!(cancel(&mut q, "c0ffee001122").unwrap_err().starts_with("2 containers in the queue match"));
-        assert_eq!(cancel(&mut q, "comfy-2").unwrap().id, "c0ffee0011229999");
+        assert!(cancel(&mut q, "c0ffee001122", None).unwrap_err().starts_with("2 containers in the queue match"));
+        // A user cancels their own only; root any.
+        q[1].asks.holder = Some(crate::ledger::Holder { uid: 1000, user: Some("ana".into()) });
+        assert_eq!(cancel(&mut q, "comfy-2", Some(1001)).unwrap_err(), "c0ffee001122 comfy-2 waits for ana (uid 1000), not for uid 1001: a user cancels only their own");
+        assert!(cancel(&mut q, "c0ffee00112233", Some(1000)).unwrap_err().contains("waits for root"));
+        assert!(!q[0].cancelled && !q[1].cancelled);
+        assert_eq!(cancel(&mut q, "comfy-2", Some(1000)).unwrap().id, "c0ffee0011229999");
         assert!(q[1].cancelled && !q[0].cancelled);
-        assert_eq!(cancel(&mut q, "c0ffee00112233").unwrap().id, "c0ffee0011223344");
-        assert!(cancel(&mut q, "c0ffee").unwrap_err().starts_with("no container waits in the queue as \"c0ffee\""));
+        assert_eq!(cancel(&mut q, "c0ffee00112233", Some(0)).unwrap().id, "c0ffee0011223344");
+        assert!(cancel(&mut q, "c0ffee", None).unwrap_err().starts_with("no container waits in the queue as \"c0ffee\""));
     }
 
     #[test]

@@ -529,6 +529,17 @@ fn a_rootless_container_waits_its_turn_through_the_broker() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!waiting.join().unwrap().status.success());
+
+    // The user ends their own wait with `gpuwarden queue cancel`, through the broker.
+    let waiting = w.user_waiting("u4", "1m");
+    let q = w.await_queue(1);
+    let id = q[0]["id"].as_str().unwrap()[..12].to_string();
+    let o = Command::new("runuser").args(["-u", USER, "--", w.staged.path("gpuwarden").to_str().unwrap(), "--config", &w.config, "queue", "cancel", &id]).output().unwrap();
+    assert!(o.status.success(), "queue cancel as {USER}: {}", stderr(&o));
+    assert!(stdout(&o).contains("leaves the queue at its next look"), "{}", stdout(&o));
+    let line = refusal(&waiting.join().unwrap());
+    assert!(line.contains("taken out of the queue with `gpuwarden queue cancel`"), "{line}");
+    assert!(w.queue().is_empty());
 }
 
 /// What NVIDIA's real control daemon does, with gpuwarden's root-owned MPS

@@ -44,6 +44,16 @@ pub fn handle(caller: &Caller, request: Request, env: &HookEnv, owner_of: &dyn F
                 }
             }
         }
+        Request::Cancel { container } => {
+            let dir = match env.state_dir.map(std::path::Path::to_path_buf).map_or_else(|| (env.settings)().map(|c| c.state_dir), Ok) {
+                Ok(d) => d,
+                Err(e) => return refuse(crate::text::one_line(&e)),
+            };
+            match crate::queue::cancel_in(&LedgerStore::new(&dir), &container, Some(caller.uid)) {
+                Ok(line) => Answer { ok: true, line },
+                Err(e) => refuse(e),
+            }
+        }
         Request::Release { state } => {
             let state = match parse_state(&state) {
                 Ok(s) => s,

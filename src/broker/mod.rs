@@ -43,6 +43,8 @@ pub enum Request {
     Admit { state: serde_json::Value, config: serde_json::Value },
     /// poststop: the OCI state.
     Release { state: serde_json::Value },
+    /// `gpuwarden queue cancel` by a user: end the wait of their own container.
+    Cancel { container: String },
 }
 
 impl Request {

@@ -335,7 +335,8 @@ pub enum QueueCommand {
     /// End a container's wait: its `podman run` (or `docker run`) is refused at once.
     ///
     /// Podman holds a container's lock while its hooks run, so `podman rm -f` and
-    /// Ctrl-C on `podman run` wait until the wait ends; this ends it.
+    /// Ctrl-C on `podman run` wait until the wait ends; this ends it. Root cancels
+    /// any; a user (rootless Podman) cancels their own, through the broker.
     Cancel {
         /// The container: its id (12 characters or more) or its name.
         container: String,

@@ -60,13 +60,17 @@ pub fn ledger_reset(state_dir: Option<PathBuf>, force: bool, config: &Config) ->
 }
 
 pub fn queue_cancel(key: &str, state_dir: Option<PathBuf>, config: &Config) -> Result<ExitCode> {
-    let store = store(&state_dir, config);
-    if !store.path().exists() {
-        return Err(format!("there is no ledger at {}: nothing waits", store.path().display()).into());
-    }
-    let mut locked = store.lock()?;
-    let w = gpuwarden::queue::cancel(&mut locked.ledger.queue, key)?.clone();
-    locked.save()?;
-    println!("{} ({}) leaves the queue at its next look: its hook refuses it", w.label(), w.profile);
+    // Root takes the ledger's lock itself; a user asks the broker, which checks it is theirs.
+    let line = if nix::unistd::geteuid().is_root() {
+        gpuwarden::queue::cancel_in(&store(&state_dir, config), key, None)?
+    } else {
+        let request = gpuwarden::broker::Request::Cancel { container: key.to_string() };
+        let answer = gpuwarden::broker::ask(&config.broker.socket, &request, gpuwarden::broker::ANSWER_TIMEOUT)?;
+        if !answer.ok {
+            return Err(answer.line.into());
+        }
+        answer.line
+    };
+    println!("{line}");
     Ok(ExitCode::SUCCESS)
 }
