@@ -163,7 +163,8 @@ mod tests {
         let pid = child.id() as i32;
         // Until it has exec'd, the child still carries this test thread's name.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while ProcFs.comm(pid).as_deref() != Some("sleep") && std::time::Instant::now() < deadline {
+        // The kernel names the process before its new arguments are readable: wait for both.
+        while (ProcFs.comm(pid).as_deref() != Some("sleep") || ProcFs.cmdline(pid).unwrap_or_default().is_empty()) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(ProcFs.comm(pid).as_deref(), Some("sleep"));

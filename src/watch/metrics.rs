@@ -45,9 +45,16 @@ pub fn serve(listener: TcpListener, body: impl Fn() -> String + Send + Sync + 's
 fn answer(mut stream: TcpStream, body: &dyn Fn() -> String) {
     let _ = stream.set_read_timeout(Some(TIMEOUT));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
-    let mut request = [0u8; 2048];
-    let n = stream.read(&mut request).unwrap_or(0);
-    let first = String::from_utf8_lossy(&request[..n]).lines().next().unwrap_or_default().to_string();
+    // The request line may come in pieces: read until it is whole (or 2 KiB, or the timeout).
+    let mut request = Vec::with_capacity(256);
+    let mut buf = [0u8; 512];
+    while !request.windows(2).any(|w| w == b"\r\n") && request.len() < 2048 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let first = String::from_utf8_lossy(&request).lines().next().unwrap_or_default().to_string();
     let (status, text) = if first.starts_with("GET /metrics ") || first.starts_with("GET /metrics?") {
         ("200 OK", body())
     } else {
@@ -63,7 +70,12 @@ mod tests {
 
     fn get(port: u16, path: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // The request line in pieces, as a slow client sends it.
+        for piece in ["GET ", path, " HTTP/1.1\r\n", "Host: x\r\n\r\n"] {
+            s.write_all(piece.as_bytes()).unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
