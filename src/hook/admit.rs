@@ -155,7 +155,8 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
     }
 
     let asked = crate::queue::requested(cfg, profile_def.wait).map_err(|why| AdmitError::Queue { id: id.clone(), profile: profile.clone(), why })?;
-    let (wait, cut) = crate::queue::effective(asked, crate::queue::runtime_limit(env.processes, env.waiter.pid()));
+    // Only a container that asks to wait costs a look at the processes above the hook.
+    let (wait, cut) = if asked == WaitTime::NONE { (asked, None) } else { crate::queue::effective(asked, crate::queue::runtime_limit(env.processes, env.waiter.pid())) };
     if let Some(warning) = cut {
         tracing::warn!("{id} ({profile}): {warning}");
     }
@@ -174,7 +175,6 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
         admitted_at: env.now,
         holder: who.map(|w| crate::ledger::Holder { uid: w.uid, user: w.user.clone() }),
     };
-    let waiter_start = env.processes.start_time(env.waiter.pid()).unwrap_or(0);
     let started = env.waiter.now();
     let mut locked = loop {
         let mut locked = store.lock().map_err(ledger_err)?;
@@ -209,20 +209,20 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
             let line = format!("refused {id} ({profile}) after waiting {waited} s (gpuwarden.io/wait={wait}) on {on}: {detail}");
             return Err(leave_queue(&mut locked, &state.id, AdmitError::Budget(line), ledger_err));
         }
-        let entry = crate::ledger::Waiting {
-            asks: Reservation { admitted_at: started, ..asks.clone() },
-            waiter: env.waiter.pid(),
-            waiter_start,
-            queued_at: started,
-            until: started + wait.as_seconds(),
-            waits_for: format!("{on}: {detail}"),
-            cancelled: false,
-        };
+        let waits_for = format!("{on}: {detail}");
         match mine {
-            Some(at) => locked.ledger.queue[at].waits_for = entry.waits_for,
+            Some(at) => locked.ledger.queue[at].waits_for = waits_for,
             None => {
-                tracing::info!("{id} ({profile}) waits up to {wait} for its share: {on}: {detail}");
-                locked.ledger.queue.push(entry);
+                tracing::info!("{id} ({profile}) waits up to {wait} for its share: {waits_for}");
+                locked.ledger.queue.push(crate::ledger::Waiting {
+                    asks: Reservation { admitted_at: started, ..asks.clone() },
+                    waiter: env.waiter.pid(),
+                    waiter_start: env.processes.start_time(env.waiter.pid()).unwrap_or(0),
+                    queued_at: started,
+                    until: started + wait.as_seconds(),
+                    waits_for,
+                    cancelled: false,
+                });
             }
         }
         locked.save().map_err(ledger_err)?;
