@@ -567,16 +567,7 @@ fn the_real_daemon_starts_a_server_for_the_user_with_gpuwardens_root_owned_folde
     let m = w.dir.path().join("mps");
     let before: Vec<String> = ["pipe", "log"].iter().flat_map(|d| std::fs::read_dir(m.join(d)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned())).collect();
     let uid = uid();
-    let mut control = Command::new("nvidia-cuda-mps-control")
-        .env("CUDA_MPS_PIPE_DIRECTORY", m.join("pipe"))
-        .env("CUDA_MPS_LOG_DIRECTORY", m.join("log"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    control.stdin.take().unwrap().write_all(format!("start_server -uid {uid}\n").as_bytes()).unwrap();
-    assert!(control.wait_with_output().unwrap().status.success());
+    ask_daemon(&m, &format!("start_server -uid {uid}"));
     let started = format!(" for user {uid}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let (server, log) = loop {

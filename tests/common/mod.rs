@@ -125,6 +125,20 @@ pub fn busybox_image(image: &str, extra: impl FnOnce(&Path)) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// Sends `command` to the MPS control daemon whose folders are under `mps_dir`,
+/// as NVIDIA's client does, and waits for it to be taken.
+pub fn ask_daemon(mps_dir: &Path, command: &str) {
+    let control = Command::new("nvidia-cuda-mps-control")
+        .env("CUDA_MPS_PIPE_DIRECTORY", mps_dir.join("pipe"))
+        .env("CUDA_MPS_LOG_DIRECTORY", mps_dir.join("log"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    control.stdin.as_ref().unwrap().write_all(format!("{command}\n").as_bytes()).unwrap();
+    assert!(control.wait_with_output().unwrap().status.success(), "the daemon took {command:?}");
+}
+
 /// An MPS server of `uid`'s, as NVIDIA's real daemon starts one (it switches
 /// to that uid). A real server needs a GPU and exits at once without one, so
 /// a stand-in that stays up is put first in the daemon's PATH: the daemon of
@@ -149,15 +163,7 @@ pub fn stand_in_server(config: &str, mps_dir: &Path, scratch: &Path, uid: u32) -
     };
     mps(&["stop"], None);
     mps(&["start"], Some(format!("{}:{}", stand_in.display(), std::env::var("PATH").unwrap_or_default())));
-    let control = Command::new("nvidia-cuda-mps-control")
-        .env("CUDA_MPS_PIPE_DIRECTORY", mps_dir.join("pipe"))
-        .env("CUDA_MPS_LOG_DIRECTORY", mps_dir.join("log"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    control.stdin.as_ref().unwrap().write_all(format!("start_server -uid {uid}\n").as_bytes()).unwrap();
-    assert!(control.wait_with_output().unwrap().status.success());
+    ask_daemon(mps_dir, &format!("start_server -uid {uid}"));
     let status = mps(&["status"], None);
     let user = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| gpuwarden::users::account_by_uid(&p, uid)).map(|a| a.name).unwrap();
     assert!(status.contains(&format!("for uid {uid} ({user})")), "a server of uid {uid} runs, named:\n{status}");
