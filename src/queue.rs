@@ -43,7 +43,7 @@ pub fn ahead<'a>(queue: &'a [Waiting], id: &str, profile: &str, gpus: &[String],
     queue
         .iter()
         .enumerate()
-        .filter(|(i, w)| *i != me && w.id != id && !w.cancelled && w.gpus.iter().any(|g| gpus.contains(g)))
+        .filter(|(i, w)| *i != me && !w.cancelled && w.gpus.iter().any(|g| gpus.contains(g)))
         .filter(|(i, w)| {
             let theirs = rank(priority, &w.profile);
             theirs < mine || (theirs == mine && *i < me)
@@ -98,7 +98,7 @@ pub fn cancel_in(store: &crate::ledger::LedgerStore, key: &str, by: Option<u32>)
 }
 
 /// How long the engine that runs a createRuntime hook lets it run before it
-/// gives up on the container, as measured here (see `cdi/README.md`).
+/// gives up on the container, as measured here (README, "Waiting for a share").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuntimeLimit {
     /// Who gives up: "Podman".

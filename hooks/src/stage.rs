@@ -62,14 +62,14 @@ fn via_broker(o: &Options) -> bool {
 
 /// The broker's socket: the configuration's, else the default (a broken
 /// config.toml still reaches the broker, whose own config decides).
-fn broker_socket(o: &Options) -> std::path::PathBuf {
-    o.settings().map_or_else(|_| gpuwarden::broker::DEFAULT_SOCKET.into(), |c| c.broker.socket)
+fn broker_socket(settings: Option<&Config>) -> std::path::PathBuf {
+    settings.map_or_else(|| gpuwarden::broker::DEFAULT_SOCKET.into(), |c| c.broker.socket.clone())
 }
 
-/// One request to the broker; its refusal is this hook's. `wait` is how long
-/// the container may wait for its share there.
-fn through_broker(o: &Options, request: gpuwarden::broker::Request, id: &str, wait: std::time::Duration) -> Result<()> {
-    match gpuwarden::broker::ask(&broker_socket(o), &request, gpuwarden::broker::ANSWER_TIMEOUT + wait) {
+/// One request to the broker at `socket`; its refusal is this hook's. `wait`
+/// is how long the container may wait for its share there.
+fn through_broker(socket: &Path, request: gpuwarden::broker::Request, id: &str, wait: std::time::Duration) -> Result<()> {
+    match gpuwarden::broker::ask(socket, &request, gpuwarden::broker::ANSWER_TIMEOUT + wait) {
         Ok(answer) if answer.ok => Ok(()),
         Ok(answer) => Err(answer.line.into()),
         Err(down) => Err(format!("refused {}: {down}", gpuwarden::oci::short_id(id)).into()),
@@ -79,10 +79,9 @@ fn through_broker(o: &Options, request: gpuwarden::broker::Request, id: &str, wa
 /// How long the container in `config` may wait for its share, as far as
 /// this hook can tell (the broker's configuration decides): its annotation or
 /// env, else its profile's in the configuration this hook reads.
-fn asked_wait(o: &Options, config: &[u8]) -> std::time::Duration {
+fn asked_wait(settings: Option<&Config>, config: &[u8]) -> std::time::Duration {
     let Ok(cfg) = gpuwarden::oci::ContainerConfig::parse(config, "config.json") else { return std::time::Duration::ZERO };
-    let settings = o.settings().unwrap_or_default();
-    let profiles = cfg.profile_name().ok().flatten().and_then(|p| settings.profiles.iter().find(|(n, _)| n.as_str() == p)).map(|(_, d)| d.wait);
+    let profiles = cfg.profile_name().ok().flatten().and_then(|p| settings?.profiles.iter().find(|(n, _)| n.as_str() == p)).map(|(_, d)| d.wait);
     let wait = gpuwarden::queue::requested(&cfg, profiles.unwrap_or_default()).unwrap_or_default();
     std::time::Duration::from_secs(wait.as_seconds())
 }
@@ -105,9 +104,11 @@ pub fn run(stage: Stage) -> Result<()> {
             // The hook reads its own bundle: the broker opens no path a caller names.
             let config_path = state.bundle()?.join("config.json");
             let config = std::fs::read(&config_path).map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-            let wait = asked_wait(&o, &config);
+            // config.toml, read once: the broker's socket, and the profile's wait.
+            let settings = o.settings().ok();
+            let wait = asked_wait(settings.as_ref(), &config);
             let request = gpuwarden::broker::Request::admit(&input, &config)?;
-            through_broker(&o, request, &state.id, wait)?;
+            through_broker(&broker_socket(settings.as_ref()), request, &state.id, wait)?;
         }
         Stage::Admit(o) => {
             let input = stdin()?;
@@ -118,7 +119,8 @@ pub fn run(stage: Stage) -> Result<()> {
         Stage::Release(o) if via_broker(&o) => {
             let input = stdin()?;
             let state = gpuwarden::oci::HookState::parse(&input)?;
-            through_broker(&o, gpuwarden::broker::Request::release(&input)?, &state.id, std::time::Duration::ZERO)?;
+            let socket = broker_socket(o.settings().ok().as_ref());
+            through_broker(&socket, gpuwarden::broker::Request::release(&input)?, &state.id, std::time::Duration::ZERO)?;
         }
         Stage::Release(o) => {
             let input = stdin()?;
@@ -136,7 +138,7 @@ pub fn run(stage: Stage) -> Result<()> {
 /// Serves the broker's socket until it fails. Admission runs as the hooks run
 /// it, with the broker's own configuration (never a caller's) and its ledger.
 fn broker(o: &Options) -> Result<()> {
-    let socket = broker_socket(o);
+    let socket = broker_socket(o.settings().ok().as_ref());
     let listener = gpuwarden::broker::Listener::open(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     let o = o.clone();
     let handle = move |caller: &gpuwarden::broker::Caller, request: gpuwarden::broker::Request, connected: &dyn Fn() -> bool| {

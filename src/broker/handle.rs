@@ -45,11 +45,11 @@ pub fn handle(caller: &Caller, request: Request, env: &HookEnv, owner_of: &dyn F
             }
         }
         Request::Cancel { container } => {
-            let dir = match env.state_dir.map(std::path::Path::to_path_buf).map_or_else(|| (env.settings)().map(|c| c.state_dir), Ok) {
-                Ok(d) => d,
-                Err(e) => return refuse(crate::text::one_line(&e)),
+            let store = match ledger(env) {
+                Ok(store) => store,
+                Err(e) => return refuse(e),
             };
-            match crate::queue::cancel_in(&LedgerStore::new(&dir), &container, Some(caller.uid)) {
+            match crate::queue::cancel_in(&store, &container, Some(caller.uid)) {
                 Ok(line) => Answer { ok: true, line },
                 Err(e) => refuse(e),
             }
@@ -59,16 +59,22 @@ pub fn handle(caller: &Caller, request: Request, env: &HookEnv, owner_of: &dyn F
                 Ok(s) => s,
                 Err(e) => return refuse(e),
             };
-            let dir = match env.state_dir.map(std::path::Path::to_path_buf).map_or_else(|| (env.settings)().map(|c| c.state_dir), Ok) {
-                Ok(d) => d,
-                Err(e) => return refuse(crate::text::one_line(&e)),
+            let store = match ledger(env) {
+                Ok(store) => store,
+                Err(e) => return refuse(e),
             };
-            match release_state(&state, &LedgerStore::new(&dir), Some(caller.uid)) {
+            match release_state(&state, &store, Some(caller.uid)) {
                 Ok(_) => Answer::ok(),
                 Err(e) => refuse(crate::text::one_line(&e)),
             }
         }
     }
+}
+
+/// The ledger the broker serves: its own state folder, else its configuration's.
+fn ledger(env: &HookEnv) -> Result<LedgerStore, String> {
+    let dir = env.state_dir.map(std::path::Path::to_path_buf).map_or_else(|| (env.settings)().map(|c| c.state_dir), Ok).map_err(|e| crate::text::one_line(&e))?;
+    Ok(LedgerStore::new(&dir))
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
         pinned_bytes: share.pinned,
         pid,
         pid_start,
-        admitted_at: env.now,
+        admitted_at: 0,
         holder: who.map(|w| crate::ledger::Holder { uid: w.uid, user: w.user.clone() }),
     };
     let started = env.waiter.now();
@@ -187,13 +187,14 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
         }
         locked.ledger.remove(&state.id);
         let mine = locked.ledger.queue.iter().position(|w| w.id == state.id);
-        let blocked = match judge(&locked.ledger, &Judged { config: &config, profile: &profile, share: &share, gpus: &gpus, who, id: &state.id, waits: wait > WaitTime::NONE, now: env.now }, env) {
+        // The waiter's clock: a look minutes into a wait judges the watchdog's freshness now.
+        let now = env.waiter.now();
+        let judged = Judged { config: &config, profile: &profile, share: &share, gpus: &gpus, who, id: &state.id, waits: wait > WaitTime::NONE, now };
+        let (on, detail) = match judge(&locked.ledger, &judged, env) {
             Ok(()) => break locked,
             Err(Blocked::Refuse(why)) => return Err(leave_queue(&mut locked, &state.id, AdmitError::Access { id: id.clone(), profile: profile.clone(), why }, ledger_err)),
             Err(Blocked::Wait { on, detail }) => (on, detail),
         };
-        let (on, detail) = blocked;
-        let now = env.waiter.now();
         let waited = now.saturating_sub(started);
         if wait == WaitTime::NONE {
             if !stale.is_empty() {
@@ -241,7 +242,8 @@ pub fn admit_config(state: &HookState, cfg: &ContainerConfig, env: &HookEnv, who
         }
     };
     locked.ledger.queue.retain(|w| w.id != state.id);
-    let reservation = Reservation { admitted_at: env.now, ..asks };
+    // Admitted now, which for a container that waited is later than the hook's start.
+    let reservation = Reservation { admitted_at: env.waiter.now(), ..asks };
     locked.ledger.insert(reservation.clone());
     locked.save().map_err(ledger_err)?;
     tracing::info!("admitted {} ({}): {}%, {} in {}", reservation.label(), reservation.profile, reservation.threads, reservation.pinned_bytes, store.path().display());
@@ -579,7 +581,8 @@ mod tests {
         queue_entry(&mut w, "comfy2000000cc", "comfyui", 12);
         let bundle = waiting_bundle(&w, "render2000000dd", "blender", "30s");
         w.waiter = Some(crate::queue::FakeWaiter::at(1000).then(|| true).then(releaser(&w, "render000000aa")));
-        assert!(matches!(w.admit_bundle("render2000000dd", &bundle, 13), Ok(Admission::Admitted(_))));
+        let Ok(Admission::Admitted(admitted)) = w.admit_bundle("render2000000dd", &bundle, 13) else { panic!("the render is admitted") };
+        assert_eq!(admitted.admitted_at, 1002, "admitted when its share freed, two looks after it queued");
         let ledger = w.store.read().unwrap();
         assert_eq!(ledger.reservations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["comfy1000000bb", "comfy0000000ee", "render2000000dd"]);
         assert_eq!(ledger.queue.iter().map(|q| q.id.as_str()).collect::<Vec<_>>(), ["comfy2000000cc"], "the render left the queue, the worker waits on");
