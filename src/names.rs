@@ -6,18 +6,36 @@ use std::str::FromStr;
 
 /// `^[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?$`
 pub fn is_device_name(name: &str) -> bool {
-    let ok_edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    ok_edge(name.chars().next())
-        && ok_edge(name.chars().last())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+    device_name(name).is_ok()
 }
 
-/// A vendor or class: starts with a letter, ends with a letter or digit,
-/// letters, digits, `_`, `-` and `.` between.
+/// A device name: a letter or digit first and last, and letters, digits,
+/// `-`, `_`, `.` and `:` between; the error is the CNCF crate's wording.
+pub fn device_name(name: &str) -> Result<(), String> {
+    name_rule(name, |c| c.is_ascii_alphanumeric(), "name should start with a letter or digit", &['-', '_', '.', ':'], "device name")
+}
+
+/// A vendor or class: a letter first, a letter or digit last, and letters,
+/// digits, `-`, `_` and `.` between; the error is the CNCF crate's wording.
+pub fn kind_part(name: &str) -> Result<(), String> {
+    name_rule(name, |c| c.is_ascii_alphabetic(), "name should start with a letter", &['-', '_', '.'], "name")
+}
+
 fn is_kind_part(s: &str) -> bool {
-    s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    kind_part(s).is_ok()
+}
+
+fn name_rule(name: &str, first: fn(char) -> bool, first_rule: &str, between: &[char], what: &str) -> Result<(), String> {
+    let chars: Vec<char> = name.chars().collect();
+    match (chars.first(), chars.last()) {
+        (None, _) => Err("empty name".into()),
+        (Some(c), _) if !first(*c) => Err(first_rule.into()),
+        (_, Some(c)) if !c.is_ascii_alphanumeric() => Err("name should end with a letter or digit".into()),
+        _ => match chars.iter().skip(1).take(chars.len().saturating_sub(2)).find(|c| !c.is_ascii_alphanumeric() && !between.contains(c)) {
+            Some(c) => Err(format!("invalid character '{c}' in {what} {name}")),
+            None => Ok(()),
+        },
+    }
 }
 
 /// A CDI kind, `vendor/class`, as in `nvidia.com/gpu`.

@@ -182,8 +182,8 @@ pub fn check(spec: &RawSpec) -> Result<(), String> {
     let failed = |why: String| format!("validate spec failed: {why}");
     version(spec).map_err(|e| failed(format!("validate cdi version failed: {e}")))?;
     let (vendor, class) = qualifier(&spec.kind);
-    vendor_or_class(vendor).map_err(|e| failed(format!("validate vendor name failed: invalid vendor. {e}")))?;
-    vendor_or_class(class).map_err(|e| failed(format!("validate class name failed: invalid class. {e}")))?;
+    crate::names::kind_part(vendor).map_err(|e| failed(format!("validate vendor name failed: invalid vendor. {e}")))?;
+    crate::names::kind_part(class).map_err(|e| failed(format!("validate class name failed: invalid class. {e}")))?;
     annotations(&spec.kind, &spec.annotations).map_err(|e| failed(format!("validate spec annotations failed: {e}")))?;
     if let Some(e) = &spec.container_edits {
         edits(e).map_err(|(outer, cause)| failed(format!("validate container edits failed: {outer} — {cause}")))?;
@@ -237,31 +237,6 @@ fn declared_version_fields(spec: &RawSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// A vendor or class: a letter first, a letter or digit last, and letters,
-/// digits, `-`, `_` and `.` between.
-fn vendor_or_class(name: &str) -> Result<(), String> {
-    name_rule(name, |c| c.is_ascii_alphabetic(), "name should start with a letter", &['-', '_', '.'], "name")
-}
-
-/// A device name: a letter or digit first and last, and letters, digits,
-/// `-`, `_`, `.` and `:` between.
-fn device_name(name: &str) -> Result<(), String> {
-    name_rule(name, |c| c.is_ascii_alphanumeric(), "name should start with a letter or digit", &['-', '_', '.', ':'], "device name")
-}
-
-fn name_rule(name: &str, first: fn(char) -> bool, first_rule: &str, between: &[char], what: &str) -> Result<(), String> {
-    let chars: Vec<char> = name.chars().collect();
-    match (chars.first(), chars.last()) {
-        (None, _) => Err("empty name".into()),
-        (Some(c), _) if !first(*c) => Err(first_rule.into()),
-        (_, Some(c)) if !c.is_ascii_alphanumeric() => Err("name should end with a letter or digit".into()),
-        _ => match chars.iter().skip(1).take(chars.len().saturating_sub(2)).find(|c| !c.is_ascii_alphanumeric() && !between.contains(c)) {
-            Some(c) => Err(format!("invalid character '{c}' in {what} {name}")),
-            None => Ok(()),
-        },
-    }
-}
-
 const ANNOTATIONS_LIMIT: usize = 256 * 1024;
 const NAME_RULE: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName' or 'my.name' or '123-abc'. regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 
@@ -311,7 +286,7 @@ fn qualified_name(key: &str) -> Vec<String> {
 }
 
 fn device(spec: &RawSpec, d: &RawDevice) -> Result<(), String> {
-    device_name(&d.name).map_err(|cause| format!("{:?} — {cause}", "validate device name failed"))?;
+    crate::names::device_name(&d.name).map_err(|cause| format!("{:?} — {cause}", "validate device name failed"))?;
     let (vendor, class) = qualifier(&spec.kind);
     annotations(&format!("{vendor}/{class}={}", d.name), &d.annotations).map_err(|e| format!("{:?}", format!("validate spec annotations failed with error: {e:?}")))?;
     let e = &d.container_edits;
