@@ -14,6 +14,12 @@
 //!
 //! The ledger lives on a tmpfs, as `/run` is on a systemd host; set
 //! GPUWARDEN_BENCH_STATE=DIR to put it elsewhere.  `cargo bench --bench hooks`
+//! runs every section; `cargo bench --bench hooks -- exec admit podman` names some.
+//!
+//! With `GPUWARDEN_BENCH_BEFORE=DIR` (another build's `target/dist`), section
+//! `before` runs instead: that build's binaries alternating with today's, for
+//! one exec of the hook, admit + release, and a profile container's life in
+//! Podman (each build's own spec and precreate hook).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -56,7 +62,8 @@ fn exec_cost(hook: &str, launcher: &str) {
     // The launcher's own cost: NNP, capabilities, a Landlock ruleset as the rewrite writes it, then execve.
     let rules = ["--read", "/", "--exec", "/usr", "--exec", "/bin", "--write", "/tmp", "--write", "/dev", "--write", "/proc", "--require", "abi1", "--caps", "", "--", "/bin/true"];
     // SAFETY: the bench's main thread, before any other thread runs.
-    unsafe { std::env::set_var("GPUWARDEN_LAUNCH_QUIET", "1") };
+    #[allow(unsafe_code)]
+    let () = unsafe { std::env::set_var("GPUWARDEN_LAUNCH_QUIET", "1") };
     compare("gpuwarden-launch ... -- /bin/true", 1000, 100, || run(launcher, &rules, b""), || run("/bin/true", &[], b""), "/bin/true");
 }
 
@@ -85,6 +92,45 @@ impl Drop for Daemon {
     }
 }
 
+/// A bundle in `dir` whose config.json is what `hook`'s precreate makes of a
+/// `tiny` profile container, and the OCI state naming it with this process
+/// as the container's first process: (the bundle, the state's JSON).
+fn tiny_bundle(hook: &str, config: &str, dir: &Path) -> (PathBuf, String) {
+    use std::io::Write;
+    let raw = r#"{"process":{"env":["GPUWARDEN_PROFILE=tiny"]},"root":{"path":"rootfs"},"linux":{"devices":[{"path":"/dev/nvidia0","type":"c","major":195,"minor":0}]}}"#;
+    let rewritten = Command::new(hook).args(["precreate", "--config", config]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    rewritten.stdin.as_ref().unwrap().write_all(raw.as_bytes()).unwrap();
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), rewritten.wait_with_output().unwrap().stdout).unwrap();
+    let state = serde_json::json!({"ociVersion": "1.0.2", "id": "bench0000000000", "status": "creating", "pid": std::process::id(), "bundle": bundle}).to_string();
+    (bundle, state)
+}
+
+/// Sleeping children, killed and reaped on drop.
+struct Sleepers(Vec<std::process::Child>);
+
+impl Sleepers {
+    fn spawn(n: usize) -> Sleepers {
+        Sleepers((0..n).map(|_| Command::new("sleep").arg("3600").spawn().unwrap()).collect())
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A process's start time (field 22 of /proc/PID/stat), as the ledger records it.
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
 fn admit_release(cli: &str, hook: &str) {
     let state_dir = StateDir::new();
     let dir = state_dir.path();
@@ -94,25 +140,19 @@ fn admit_release(cli: &str, hook: &str) {
     let config = dir.join("config.toml");
     std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n{}[budget]\nreserves = {{}}\n[profiles.tiny]\nthreads = 1\npinned_memory = \"16MiB\"\n", state.display(), mps_section(dir))).unwrap();
     let _daemon = Daemon::start(cli, &config);
-    let me = std::process::id();
-    let start = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
-    let start: u64 = start[start.rfind(')').unwrap() + 1..].split_whitespace().nth(19).unwrap().parse().unwrap();
-    // 40 live reservations (this process stands for their containers).
-    let reservations: Vec<serde_json::Value> = (0..40)
-        .map(|i| serde_json::json!({"id": format!("held{i:02}00000000000000"), "profile": "tiny", "gpus": ["GPU-b1d7e4a0-4070-4c00-9e12-0000000a4070"],
-            "threads": 1, "pinned_bytes": 16u64 << 20, "pid": me, "pid_start": start, "admitted_at": 0}))
+    // 40 live reservations, each with a first process of its own (a process is the first
+    // process of one container only): a sleeping child stands for each container.
+    let holders = Sleepers::spawn(40);
+    let reservations: Vec<serde_json::Value> = holders
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, c)| serde_json::json!({"id": format!("held{i:02}00000000000000"), "profile": "tiny", "gpus": ["GPU-b1d7e4a0-4070-4c00-9e12-0000000a4070"],
+            "threads": 1, "pinned_bytes": 16u64 << 20, "pid": c.id(), "pid_start": start_time(c.id()), "admitted_at": 0}))
         .collect();
     std::fs::write(state.join("ledger.json"), serde_json::json!({"version": 1, "reservations": reservations}).to_string()).unwrap();
-    let raw = r#"{"process":{"env":["GPUWARDEN_PROFILE=tiny"]},"root":{"path":"rootfs"},"linux":{"devices":[{"path":"/dev/nvidia0","type":"c","major":195,"minor":0}]}}"#;
     let c = config.to_str().unwrap();
-    let rewritten = Command::new(hook).args(["precreate", "--config", c]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    use std::io::Write;
-    rewritten.stdin.as_ref().unwrap().write_all(raw.as_bytes()).unwrap();
-    let rewritten = rewritten.wait_with_output().unwrap().stdout;
-    let bundle = dir.join("bundle");
-    std::fs::create_dir_all(&bundle).unwrap();
-    std::fs::write(bundle.join("config.json"), rewritten).unwrap();
-    let state_json = serde_json::json!({"ociVersion": "1.0.2", "id": "bench0000000000", "status": "creating", "pid": me, "bundle": bundle}).to_string();
+    let (bundle, state_json) = tiny_bundle(hook, c, dir);
     compare(
         "gpuwarden-hook admit + release (ledger of 40)",
         500,
@@ -163,22 +203,23 @@ fn queue_start(hook: &str, config: &Path, state: &Path, bundle: &Path) {
     use std::io::Write;
     out.stdin.as_ref().unwrap().write_all(raw.as_bytes()).unwrap();
     std::fs::write(bundle.join("config.json"), out.wait_with_output().unwrap().stdout).unwrap();
-    let me = std::process::id();
-    let state_of = |id: &str| serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": me, "bundle": bundle}).to_string();
+    // Container k's first process is sleeper k (one container each).
+    let firsts = Sleepers::spawn(31);
+    let state_of = |id: &str, k: usize| serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": firsts.0[k].id(), "bundle": bundle}).to_string();
     let ledger = || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(state.join("ledger.json")).unwrap()).unwrap() };
     let mut took = Vec::new();
     let mut holder = "whole0000000000a".to_string();
     for i in 0..30 {
-        assert!(Command::new(hook).args(["admit", "--config", c]).stdin_bytes(state_of(&holder)).success(), "the holder is admitted");
+        assert!(Command::new(hook).args(["admit", "--config", c]).stdin_bytes(state_of(&holder, i)).success(), "the holder is admitted");
         let next = format!("whole{i:010}b");
         let mut waiting = Command::new(hook).args(["admit", "--config", c]).stdin(std::process::Stdio::piped()).spawn().unwrap();
-        waiting.stdin.take().unwrap().write_all(state_of(&next).as_bytes()).unwrap();
+        waiting.stdin.take().unwrap().write_all(state_of(&next, i + 1).as_bytes()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while ledger()["queue"].as_array().is_none_or(|q| q.is_empty()) {
             assert!(Instant::now() < deadline, "the second never queued");
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(Command::new(hook).args(["release", "--config", c]).stdin_bytes(state_of(&holder)).success());
+        assert!(Command::new(hook).args(["release", "--config", c]).stdin_bytes(state_of(&holder, i)).success());
         let freed = Instant::now();
         assert!(waiting.wait().unwrap().success(), "the waiting one is admitted");
         took.push(freed.elapsed());
@@ -191,7 +232,7 @@ fn queue_start(hook: &str, config: &Path, state: &Path, bundle: &Path) {
         ms(took[took.len() / 2]),
         ms(took[took.len() - 1]),
         took.len(),
-        gpuwarden::queue::POLL.as_millis()
+        gpuwarden::admission::waiter::POLL.as_millis()
     );
 }
 
@@ -227,7 +268,6 @@ fn podman_life(cli: &str, hook: &str) {
     std::fs::write(trivial.join("cat.json"), r#"{"version":"1.0.0","hook":{"path":"/bin/cat","args":["cat"]},"when":{"always":true},"stages":["precreate"]}"#).unwrap();
     run(cli, &["--config", c, "podman", "install-hook", "--hooks-dir", with.to_str().unwrap(), "--hook-path", hook], b"");
     let image = busybox_image();
-    let common = ["--runtime", "runc", "run", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--read-only"];
 
     // The config Podman hands precreate (captured by a precreate hook that copies it).
     let tee = dir.join("tee.d");
@@ -235,7 +275,7 @@ fn podman_life(cli: &str, hook: &str) {
     let captured = dir.join("podman-config.json");
     std::fs::write(tee.join("tee.json"), serde_json::json!({"version": "1.0.0", "hook": {"path": "/bin/sh", "args": ["sh", "-c", format!("tee {}", captured.display())]}, "when": {"always": true}, "stages": ["precreate"]}).to_string()).unwrap();
     let mut a = vec!["--hooks-dir", tee.to_str().unwrap()];
-    a.extend(common);
+    a.extend(PODMAN_RUN);
     a.extend(["--rm", "--device", "nvidia.com/gwtrivial=comfyui", &image, "sh", "-c", "true"]);
     run("podman", &a, b"");
     let config_json = std::fs::read(&captured).unwrap();
@@ -250,30 +290,8 @@ fn podman_life(cli: &str, hook: &str) {
 
     image_loader(hook, c, &config_json);
 
-    let mut n = 0;
-    // One container's life: start (precreate, admit), then removal (release).
-    let mut life = |hooks: &Path, device: &str| -> (Duration, Duration) {
-        n += 1;
-        let name = format!("gwbench-{}-{n}", std::process::id());
-        let h = hooks.to_str().unwrap();
-        let mut args = vec!["--hooks-dir", h];
-        args.extend(common);
-        args.extend(["-d", "--name", &name, "--device", device, &image, "sleep", "600"]);
-        let start = run("podman", &args, b"");
-        let t = Instant::now();
-        run("podman", &["--hooks-dir", h, "rm", "-f", "-t", "0", &name], b"");
-        (start, t.elapsed())
-    };
     let rounds = 200;
-    let (mut g, mut t) = (Vec::new(), Vec::new());
-    for i in 0..rounds + 5 {
-        let a = life(&with, "nvidia.com/gwbench=comfyui");
-        let b = life(&trivial, "nvidia.com/gwtrivial=comfyui");
-        if i >= 5 {
-            g.push(a);
-            t.push(b);
-        }
-    }
+    let (g, t) = alternating_lives(rounds, (&with, "nvidia.com/gwbench=comfyui"), (&trivial, "nvidia.com/gwtrivial=comfyui"), &image);
     println!("podman run -d, then podman rm -f: {rounds} lives each, alternating; gpuwarden's hooks against /bin/cat, /bin/true, /bin/true");
     type Part = fn(&(Duration, Duration)) -> Duration;
     let parts: [(&str, Part); 3] =
@@ -305,9 +323,9 @@ fn image_loader(hook: &str, config: &str, podman_config: &[u8]) {
         let n = 5000;
         let t = Instant::now();
         for _ in 0..n {
-            std::hint::black_box(gpuwarden::loader::look(std::hint::black_box(root)));
+            std::hint::black_box(gpuwarden::host::loader::look(std::hint::black_box(root)));
         }
-        println!("loader::look on {what} root, in process: {:.1} us each ({n} looks) -> {:?}", t.elapsed().as_secs_f64() * 1e6 / n as f64, gpuwarden::loader::look(root));
+        println!("loader::look on {what} root, in process: {:.1} us each ({n} looks) -> {:?}", t.elapsed().as_secs_f64() * 1e6 / n as f64, gpuwarden::host::loader::look(root));
     }
     let at = |root: &Path| {
         let mut v: serde_json::Value = serde_json::from_slice(podman_config).unwrap();
@@ -343,15 +361,108 @@ fn fs_type(path: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// Another build's binaries (`before`, a `target/dist`) against today's, alternating.
+fn before_and_now(cli: &str, hook: &str, before: &Path) {
+    let (b_cli, b_hook) = (before.join("gpuwarden"), before.join("gpuwarden-hook"));
+    let (b_cli, b_hook) = (b_cli.to_str().unwrap(), b_hook.to_str().unwrap());
+    println!("GPUWARDEN_BENCH_BEFORE={} against today's target/dist, alternating", before.display());
+    compare("gpuwarden-hook --version: today's", 1000, 100, || run(hook, &["--version"], b""), || run(b_hook, &["--version"], b""), "the build before");
+
+    let (root, dev) = driver_fixture();
+    let state_dir = StateDir::new();
+    let dir = state_dir.path();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, format!("inventory = \"builtin:rtx4070\"\nstate_dir = \"{}\"\n{}[budget]\nreserves = {{}}\n[profiles.tiny]\nthreads = 1\npinned_memory = \"16MiB\"\n", dir.join("state").display(), mps_section(dir))).unwrap();
+    let c = config.to_str().unwrap();
+    let _daemon = Daemon::start(cli, &config);
+
+    // admit + release, each build on the same ledger (empty between rounds).
+    let (_bundle, state_json) = tiny_bundle(hook, c, dir);
+    let pair = |h: &str| run(h, &["admit", "--config", c], state_json.as_bytes()) + run(h, &["release", "--config", c], state_json.as_bytes());
+    compare("gpuwarden-hook admit + release: today's", 500, 50, || pair(hook), || pair(b_hook), "the build before");
+
+    // A profile container's life in Podman: each build's spec (its own CDI class) and precreate hook.
+    let (r, d) = (root.to_str().unwrap(), dev.to_str().unwrap());
+    let specs = ["/var/run/cdi/gpuwarden-bench-now.yaml", "/var/run/cdi/gpuwarden-bench-before.yaml"];
+    let (now_d, before_d) = (dir.join("now.d"), dir.join("before.d"));
+    for (bin, class, spec, hooks) in [(cli, "gwnow", specs[0], &now_d), (b_cli, "gwbefore", specs[1], &before_d)] {
+        let h = Path::new(bin).with_file_name("gpuwarden-hook");
+        let h = h.to_str().unwrap();
+        run(bin, &["--config", c, "cdi", "generate", "--driver-root", r, "--dev-root", d, "--class", class, "--hook-path", h, "--output", spec], b"");
+        run(bin, &["--config", c, "podman", "install-hook", "--hooks-dir", hooks.to_str().unwrap(), "--hook-path", h], b"");
+    }
+    let image = busybox_image();
+    let rounds = 100;
+    let (a, b) = alternating_lives(rounds, (&now_d, "nvidia.com/gwnow=comfyui"), (&before_d, "nvidia.com/gwbefore=comfyui"), &image);
+    let whole = |lives: Vec<(Duration, Duration)>| -> Vec<Duration> { lives.into_iter().map(|(start, removal)| start + removal).collect() };
+    let (a, b) = (whole(a), whole(b));
+    let (d, lo, hi) = paired_difference(&a, &b);
+    let (sa, sb) = (stats(a), stats(b));
+    println!(
+        "podman run -d + rm -f of a comfyui container, {rounds} lives each: today's {}  the build before {}  ratio {:.3}x; paired difference {d:+.2} ms, 95% interval {lo:+.2} to {hi:+.2} ms",
+        ms(sa.median),
+        ms(sb.median),
+        sa.median.as_secs_f64() / sb.median.as_secs_f64()
+    );
+    for s in specs {
+        let _ = std::fs::remove_file(s);
+    }
+}
+
+/// How every bench container is run: runc, no network, the profile's ulimits, a read-only root.
+const PODMAN_RUN: [&str; 10] = ["--runtime", "runc", "run", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--read-only"];
+
+/// `rounds` lives of a container with `a`'s hooks and device alternating with
+/// `b`'s (5 more of each first, not counted); each life is `podman run -d`
+/// (precreate, admit) then `podman rm -f` (release): (start, removal).
+#[allow(clippy::type_complexity)]
+fn alternating_lives(rounds: usize, a: (&Path, &str), b: (&Path, &str), image: &str) -> (Vec<(Duration, Duration)>, Vec<(Duration, Duration)>) {
+    let mut n = 0;
+    let mut life = |hooks: &Path, device: &str| -> (Duration, Duration) {
+        n += 1;
+        let name = format!("gwbench-{}-{n}", std::process::id());
+        let h = hooks.to_str().unwrap();
+        let mut args = vec!["--hooks-dir", h];
+        args.extend(PODMAN_RUN);
+        args.extend(["-d", "--name", &name, "--device", device, image, "sleep", "600"]);
+        let start = run("podman", &args, b"");
+        let t = Instant::now();
+        run("podman", &["--hooks-dir", h, "rm", "-f", "-t", "0", &name], b"");
+        (start, t.elapsed())
+    };
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for i in 0..rounds + 5 {
+        let (x, y) = (life(a.0, a.1), life(b.0, b.1));
+        if i >= 5 {
+            xs.push(x);
+            ys.push(y);
+        }
+    }
+    (xs, ys)
+}
+
+/// `cargo bench --bench hooks -- [exec] [admit] [podman]`: the sections named, or all.
 fn main() {
     let (cli, hook): (PathBuf, PathBuf) = dist_bins();
     let launcher = hook.with_file_name("gpuwarden-launch");
     let (cli, hook) = (cli.to_str().unwrap(), hook.to_str().unwrap());
-    exec_cost(hook, launcher.to_str().unwrap());
+    let named: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let runs = |section: &str| named.is_empty() || named.iter().any(|n| n == section);
+    if let Ok(before) = std::env::var("GPUWARDEN_BENCH_BEFORE") {
+        assert!(is_root(), "the before section needs root (a tmpfs, rootful Podman)");
+        return before_and_now(cli, hook, Path::new(&before));
+    }
+    if runs("exec") {
+        exec_cost(hook, launcher.to_str().unwrap());
+    }
     if !is_root() {
         println!("SKIPPED admit/release and podman: the tmpfs, mknod and rootful Podman need root");
         return;
     }
-    admit_release(cli, hook);
-    podman_life(cli, hook);
+    if runs("admit") {
+        admit_release(cli, hook);
+    }
+    if runs("podman") {
+        podman_life(cli, hook);
+    }
 }

@@ -22,8 +22,9 @@ fi
 # docker.io, docker-compose: Docker 20.10 and docker-compose 1.29 for the runtime shim
 # (Docker 26 comes from Debian 13's packages, unpacked by scripts/docker26.sh, not installed);
 # debootstrap: the Debian root the Blender image is built on; prometheus: promtool for the metrics;
-# uidmap, slirp4netns, fuse-overlayfs: rootless Podman (newuidmap for subordinate ids).
-PACKAGES="podman runc busybox-static ca-certificates gcc libc6-dev nvidia-cuda-mps systemd docker.io docker-compose debootstrap prometheus uidmap slirp4netns fuse-overlayfs"
+# uidmap, slirp4netns, fuse-overlayfs: rootless Podman (newuidmap for subordinate ids);
+# lintian: the package's checks (tests/deb.rs).
+PACKAGES="podman runc busybox-static ca-certificates gcc libc6-dev nvidia-cuda-mps systemd docker.io docker-compose debootstrap prometheus uidmap slirp4netns fuse-overlayfs lintian"
 MISSING=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || MISSING="$MISSING $p"
@@ -45,3 +46,9 @@ ROOTLESS=gwrootless
 id -u "$ROOTLESS" >/dev/null 2>&1 || useradd -m -s /bin/sh "$ROOTLESS"
 grep -q "^$ROOTLESS:" /etc/subuid || echo "$ROOTLESS:300000:65536" >> /etc/subuid
 grep -q "^$ROOTLESS:" /etc/subgid || echo "$ROOTLESS:300000:65536" >> /etc/subgid
+
+# A second one, the hostile local user of tests/hostile.rs: it attacks gwrootless's share.
+OTHER=gwother
+id -u "$OTHER" >/dev/null 2>&1 || useradd -m -s /bin/sh "$OTHER"
+grep -q "^$OTHER:" /etc/subuid || echo "$OTHER:500000:65536" >> /etc/subuid
+grep -q "^$OTHER:" /etc/subgid || echo "$OTHER:500000:65536" >> /etc/subgid

@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const PACKAGE: &str = "gpuwarden";
@@ -23,18 +23,6 @@ const WATCHED: &[&str] = &[
 
 fn state() -> Vec<(String, Option<Vec<u8>>)> {
     WATCHED.iter().map(|p| (p.to_string(), if Path::new(p).is_dir() { Some(Vec::new()) } else { std::fs::read(p).ok() })).collect()
-}
-
-/// The package, built once per test process by scripts/deb.sh.
-fn deb() -> PathBuf {
-    static DEB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DEB.get_or_init(|| {
-        let _lock = process_lock("deb-build");
-        let o = Command::new(repo().join("scripts/deb.sh")).output().unwrap();
-        assert!(o.status.success(), "scripts/deb.sh: {}", stderr(&o));
-        PathBuf::from(stdout(&o).lines().last().expect("the .deb's path")).canonicalize().unwrap_or_else(|_| repo().join(stdout(&o).lines().last().unwrap()))
-    })
-    .clone()
 }
 
 /// Purges the package on drop, whatever the test did.
@@ -67,7 +55,7 @@ fn host_lock(test: &str) -> Option<(nix::fcntl::Flock<std::fs::File>, nix::fcntl
 fn the_package_installs_without_a_driver_and_purges_to_nothing() {
     let test = "the_package_installs_without_a_driver_and_purges_to_nothing";
     let Some(_locks) = host_lock(test) else { return };
-    let deb = deb();
+    let deb = deb_package();
     let before = state();
     let _installed = Installed;
     let o = dpkg(&["-i", deb.to_str().unwrap()]);
@@ -117,7 +105,7 @@ fn the_package_installs_without_a_driver_and_purges_to_nothing() {
 fn with_a_configured_driver_the_package_alone_makes_podman_run_work() {
     let test = "with_a_configured_driver_the_package_alone_makes_podman_run_work";
     let Some(_locks) = host_lock(test) else { return };
-    let deb = deb();
+    let deb = deb_package();
     let fixture = driver_fixture();
     busybox_image(IMAGE, |_| {});
     let before = state();
@@ -158,4 +146,38 @@ fn with_a_configured_driver_the_package_alone_makes_podman_run_work() {
     }
     assert!(gone(), "prerm stopped the MPS daemon (pid {pid})");
     assert_eq!(state(), before, "purge leaves every path the package touched as it was");
+}
+
+#[test]
+fn lintian_finds_no_error_or_warning_and_every_override_says_why() {
+    let deb = deb_package();
+    // Lintian leaves a database file (mldbm-elf-*) in its temporary folder: a folder of the test's own.
+    let scratch = tempfile::tempdir().unwrap();
+    let o = Command::new("lintian").args(["--tag-display-limit", "0"]).arg(&deb).env("TMPDIR", scratch.path()).output().expect("lintian is installed (scripts/setup.sh)");
+    let out = stdout(&o);
+    let problems: Vec<&str> = out.lines().filter(|l| l.starts_with("E: ") || l.starts_with("W: ")).collect();
+    assert!(problems.is_empty(), "lintian on {}:\n{}", deb.display(), problems.join("\n"));
+    assert!(o.status.success(), "lintian exits 0: {out}{}", stderr(&o));
+    // Each override is preceded by a comment that says why.
+    let overrides = std::fs::read_to_string(repo().join("packaging/debian/lintian-overrides")).unwrap();
+    let mut reason = false;
+    for line in overrides.lines() {
+        if line.starts_with('#') {
+            reason = true;
+        } else if line.starts_with("gpuwarden: ") {
+            assert!(reason, "no reason above {line}");
+        } else if line.trim().is_empty() {
+            reason = false;
+        }
+    }
+    // What the package carries besides the binaries: man pages, completions, changelog, copyright.
+    let listing = stdout(&Command::new("dpkg-deb").arg("-c").arg(&deb).output().unwrap());
+    for f in [
+        "./usr/share/man/man1/gpuwarden.1.gz", "./usr/share/man/man1/gpuwarden-hook.1.gz", "./usr/share/man/man1/gpuwarden-runtime.1.gz",
+        "./usr/share/man/man1/gpuwarden-launch.1.gz", "./usr/share/man/man1/gpuwarden-status.1.gz",
+        "./usr/share/bash-completion/completions/gpuwarden", "./usr/share/zsh/vendor-completions/_gpuwarden", "./usr/share/fish/vendor_completions.d/gpuwarden.fish",
+        "./usr/share/doc/gpuwarden/changelog.Debian.gz", "./usr/share/doc/gpuwarden/copyright",
+    ] {
+        assert!(listing.lines().any(|l| l.ends_with(f)), "the package ships {f}");
+    }
 }

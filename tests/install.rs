@@ -8,7 +8,7 @@ use common::*;
 use std::path::Path;
 use std::process::Output;
 
-use gpuwarden::install::snapshot;
+use gpuwarden::admin::install::snapshot;
 
 /// A host with Podman, Docker, and a daemon.json of the user's.
 fn host() -> tempfile::TempDir {

@@ -33,7 +33,29 @@ fn setup(dir: &Path, profile: &str) -> (String, String) {
     (config, bundle.display().to_string())
 }
 
-fn spawn_hook(config: &str, verb: &str, id: &str, bundle: &str) -> Child {
+/// Each container's first process: a live `sleep` per id, since a process
+/// is the first process of one container only. All are killed and reaped
+/// when the test ends, also when it fails.
+#[derive(Default)]
+struct Inits(BTreeMap<String, Child>);
+
+impl Inits {
+    fn pid(&mut self, id: &str) -> u32 {
+        self.0.entry(id.to_string()).or_insert_with(|| Command::new("sleep").arg("600").spawn().unwrap()).id()
+    }
+}
+
+impl Drop for Inits {
+    fn drop(&mut self) {
+        for child in self.0.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_hook(config: &str, verb: &str, id: &str, bundle: &str, inits: &mut Inits) -> Child {
+    let pid = inits.pid(id);
     let mut child = Command::new(hook_bin())
         .args([verb, "--config", config])
         .stdin(Stdio::piped())
@@ -41,8 +63,7 @@ fn spawn_hook(config: &str, verb: &str, id: &str, bundle: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The test process is alive, so its pid (and start time) stand for every container.
-    let state = serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": std::process::id(), "bundle": bundle});
+    let state = serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": "creating", "pid": pid, "bundle": bundle});
     child.stdin.take().unwrap().write_all(state.to_string().as_bytes()).unwrap();
     child
 }
@@ -57,7 +78,8 @@ fn ledger_ids(dir: &Path) -> Result<BTreeSet<String>, String> {
 fn sixty_four_admissions_at_once_admit_exactly_ten() {
     let dir = tempfile::tempdir().unwrap();
     let (config, bundle) = setup(dir.path(), "tenth");
-    let children: Vec<(String, Child)> = (0..64).map(|i| (format!("c{i:02}"), spawn_hook(&config, "admit", &format!("c{i:02}"), &bundle))).collect();
+    let mut inits = Inits::default();
+    let children: Vec<(String, Child)> = (0..64).map(|i| (format!("c{i:02}"), spawn_hook(&config, "admit", &format!("c{i:02}"), &bundle, &mut inits))).collect();
     let mut admitted = BTreeSet::new();
     let mut refusals = 0;
     for (id, child) in children {
@@ -96,6 +118,7 @@ fn writers_killed_at_random_never_tear_the_ledger_or_lose_an_admission() {
     });
     eprintln!("seed {seed} (GPUWARDEN_STRESS_SEED={seed} replays it)");
     let mut rng = Rng(seed);
+    let mut inits = Inits::default();
     // What must hold for each id: Some(true) present, Some(false) absent, None unknown (its writer was killed).
     let mut expect: BTreeMap<String, Option<bool>> = BTreeMap::new();
     let (mut completed, mut killed) = (0, 0);
@@ -112,7 +135,7 @@ fn writers_killed_at_random_never_tear_the_ledger_or_lose_an_admission() {
         } else {
             ("release", to_release.pop_front().unwrap())
         };
-        let mut child = spawn_hook(&config, verb, &id, &bundle);
+        let mut child = spawn_hook(&config, verb, &id, &bundle, &mut inits);
         std::thread::sleep(std::time::Duration::from_micros(rng.next() % 6000));
         // The child is not reaped yet, so its pid cannot belong to anyone else.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
@@ -157,7 +180,7 @@ fn writers_killed_at_random_never_tear_the_ledger_or_lose_an_admission() {
     eprintln!("{completed} writers completed, {killed} were killed ({killed_committed} killed admissions had committed, {killed_uncommitted} had not)");
     assert!(completed > 20 && killed > 20, "the delays must kill some writers and spare others: {completed} completed, {killed} killed");
     // The ledger still takes work, and the next writer sweeps what killed ones left.
-    let mut last = spawn_hook(&config, "release", &to_release.pop_front().unwrap(), &bundle);
+    let mut last = spawn_hook(&config, "release", &to_release.pop_front().unwrap(), &bundle, &mut inits);
     assert!(last.wait().unwrap().success());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("state")).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains(".tmp-")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");

@@ -84,6 +84,7 @@ fn the_spec_holds_the_real_libraries_under_their_real_sonames() {
 #[test]
 fn nvml_from_the_real_library_reports_the_driver_not_loaded() {
     require_root!("nvml_from_the_real_library_reports_the_driver_not_loaded");
+    let _nodes = NodesAsBefore::now();
     let root = &driver_fixture().root;
     let o = gpuwarden(&["inventory", "--driver-root", root.to_str().unwrap()], b"");
     assert_one_line_error(&o, "NVML: the NVIDIA driver is not loaded");

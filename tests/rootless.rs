@@ -6,233 +6,22 @@
 //! ones that are missing and removes them again.
 
 mod common;
+use common::rootless::*;
 use common::*;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const USER: &str = "gwrootless";
-const IMAGE: &str = "localhost/gpuwarden-rootless-busybox:latest";
-const SPEC: &str = "/var/run/cdi/gpuwarden-test.yaml";
-const NODES: &[(&str, u64, u64)] = &[("nvidia0", 195, 0), ("nvidiactl", 195, 255), ("nvidia-uvm", 511, 0), ("nvidia-uvm-tools", 511, 1), ("nvidia-modeset", 195, 254)];
-
-/// `'a'` quoting for a login shell's command line.
-fn quote(args: &[&str]) -> String {
-    args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
-}
-
-/// `args` run as the user, in a login shell as `su -` gives it.
-fn as_user(args: &[&str]) -> Output {
-    Command::new("runuser").args(["-l", USER, "-c", &quote(args)]).output().expect("runuser (util-linux)")
-}
-
-fn uid() -> u32 {
-    nix::unistd::User::from_name(USER).unwrap().unwrap_or_else(|| panic!("user {USER} exists: scripts/setup.sh makes it")).uid.as_raw()
-}
-
-/// What the user's side runs or mounts (the hook runc runs, the launcher and
-/// the driver's files it bind-mounts, the CLI), where the user can reach it:
-/// the checkout may sit under a folder only root can enter. Hard links where
-/// the file system allows, under /var/tmp; removed on drop.
-struct Staged(PathBuf);
-
-impl Staged {
-    fn new() -> Staged {
-        let dir = PathBuf::from(format!("/var/tmp/gpuwarden-rootless-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        for (from, name) in [(dist("gpuwarden-hook"), "gpuwarden-hook"), (dist("gpuwarden-launch"), "gpuwarden-launch"), (PathBuf::from(bin()), "gpuwarden")] {
-            std::fs::copy(&from, dir.join(name)).unwrap();
-        }
-        let root = &driver_fixture().root;
-        let linked = Command::new("cp").arg("-al").arg(root).arg(dir.join("driver")).status().unwrap().success();
-        if !linked {
-            assert!(Command::new("cp").arg("-a").arg(root).arg(dir.join("driver")).status().unwrap().success(), "cannot copy the driver root");
-        }
-        Staged(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Rootless {
-    staged: Staged,
-    dir: tempfile::TempDir,
-    config: String,
-    socket: PathBuf,
-    hooks: String,
-    broker: Option<Child>,
-    made_nodes: Vec<PathBuf>,
-    user_names: Vec<String>,
-    root_names: Vec<String>,
-    _lock: nix::fcntl::Flock<std::fs::File>,
-}
-
-impl Rootless {
-    fn new(test: &str) -> Option<Rootless> {
-        if !is_root() {
-            skip(test, "the broker, /dev nodes, /var/run/cdi and the test user need root");
-            return None;
-        }
-        let lock = process_lock("podman-cdi");
-        let _ = uid();
-        let made_nodes = NODES
-            .iter()
-            .filter(|(n, _, _)| !Path::new("/dev").join(n).exists())
-            .map(|(n, major, minor)| {
-                let p = Path::new("/dev").join(n);
-                nix::sys::stat::mknod(&p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(*major, *minor)).unwrap();
-                nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &p, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::FchmodatFlags::FollowSymlink).unwrap();
-                p
-            })
-            .collect();
-        let dir = tempfile::Builder::new().prefix("gwrootless").tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let d = dir.path().display();
-        let socket = dir.path().join("broker.sock");
-        // Nine GiB to share: three ComfyUI workers of 3 GiB.
-        let config = write(
-            dir.path(),
-            "config.toml",
-            &format!(
-                "inventory = \"builtin:rtx4070\"\nstate_dir = \"{d}/state\"\n[mps]\npipe_directory = \"{d}/mps/pipe\"\nlog_directory = \"{d}/mps/log\"\nshm_directory = \"{d}/mps/shm\"\n[broker]\nsocket = \"{}\"\n[budget.reserves]\nsystem = \"3GiB\"\n",
-                socket.display()
-            ),
-        );
-        let mut w = Rootless { staged: Staged::new(), hooks: format!("{d}/hooks.d"), dir, config, socket, broker: None, made_nodes, user_names: Vec::new(), root_names: Vec::new(), _lock: lock };
-        let _ = std::fs::remove_file(SPEC);
-        let (hook, launcher, driver) = (w.staged.path("gpuwarden-hook"), w.staged.path("gpuwarden-launch"), w.staged.path("driver"));
-        let o = gpuwarden(
-            &["--config", &w.config, "cdi", "generate", "--driver-root", driver.to_str().unwrap(), "--dev-root", "/", "--output", SPEC, "--hook-path", hook.to_str().unwrap(), "--launcher-path", launcher.to_str().unwrap()],
-            b"",
-        );
-        assert!(o.status.success(), "cdi generate: {}", stderr(&o));
-        let o = gpuwarden(&["--config", &w.config, "podman", "install-hook", "--hooks-dir", &w.hooks, "--hook-path", hook.to_str().unwrap(), "--launcher-path", launcher.to_str().unwrap()], b"");
-        assert!(o.status.success(), "{}", stderr(&o));
-        let o = gpuwarden(&["--config", &w.config, "mps", "start"], b"");
-        assert!(o.status.success(), "{}", stderr(&o));
-        w.start_broker();
-        // Everything the user's hooks read: the config, the hooks.d file; the MPS folders' parents.
-        let o = Command::new("chmod").args(["-R", "a+rX"]).arg(w.dir.path()).output().unwrap();
-        assert!(o.status.success());
-        user_image();
-        Some(w)
-    }
-
-    fn start_broker(&mut self) {
-        let child = Command::new(dist("gpuwarden-hook")).args(["broker", "--config", &self.config]).env_remove("GPUWARDEN_CONFIG").stderr(Stdio::null()).spawn().unwrap();
-        self.broker = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&self.socket).is_err() {
-            assert!(Instant::now() < deadline, "the broker did not listen on {}", self.socket.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop_broker(&mut self) {
-        if let Some(mut b) = self.broker.take() {
-            let _ = b.kill();
-            let _ = b.wait();
-        }
-    }
-
-    /// `podman run` as the user (`-d` when `detach`), named NAME.
-    fn user_run(&mut self, name: &str, args: &[&str], cmd: &[&str], detach: bool) -> Output {
-        let full = format!("gwtest-{}-{name}", std::process::id());
-        self.user_names.push(full.clone());
-        let mut a = vec!["podman", "--runtime", "runc", "--hooks-dir", &self.hooks, "run", "--name", &full, "--network", "none"];
-        if detach {
-            a.push("-d");
-        }
-        a.extend_from_slice(args);
-        a.push(IMAGE);
-        a.extend_from_slice(cmd);
-        let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
-        as_user(&a.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    /// `podman run -d` as root, with the same spec and hooks.
-    fn root_start(&mut self, name: &str) -> Output {
-        let full = format!("gwtest-{}-{name}", std::process::id());
-        self.root_names.push(full.clone());
-        busybox_image("localhost/gpuwarden-test-busybox:latest", |_| {});
-        Command::new("podman")
-            .args(["--runtime", "runc", "--hooks-dir", &self.hooks, "run", "-d", "--name", &full, "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
-            .args(["--device", "nvidia.com/gpu=comfyui", "localhost/gpuwarden-test-busybox:latest", "sh", "-c", "sleep 600"])
-            .output()
-            .unwrap()
-    }
-
-    fn reservations(&self) -> Vec<serde_json::Value> {
-        let o = gpuwarden(&["--config", &self.config, "status", "--json"], b"");
-        assert!(o.status.success(), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["gpus"][0]["reservations"].as_array().cloned().unwrap_or_default()
-    }
-}
-
-impl Drop for Rootless {
-    fn drop(&mut self) {
-        for n in &self.user_names {
-            let _ = as_user(&["podman", "rm", "-f", "-t", "0", n]);
-        }
-        for n in &self.root_names {
-            let id = stdout(&Command::new("podman").args(["inspect", "--format", "{{.Id}}", n]).output().unwrap()).trim().to_string();
-            let _ = Command::new("podman").args(["rm", "-f", "-t", "0", n]).output();
-            if !id.is_empty() && Path::new("/run/runc").join(&id).exists() {
-                let _ = Command::new("runc").args(["delete", "--force", &id]).output();
-            }
-        }
-        self.stop_broker();
-        let _ = gpuwarden(&["--config", &self.config, "mps", "stop"], b"");
-        let _ = std::fs::remove_file(SPEC);
-        for p in &self.made_nodes {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-/// A busybox image in the user's own storage.
-fn user_image() {
-    if as_user(&["podman", "image", "exists", IMAGE]).status.success() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-    let tar = dir.path().join("root.tar");
-    assert!(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
-    std::fs::set_permissions(&tar, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let o = as_user(&["podman", "import", "-q", tar.to_str().unwrap(), IMAGE]);
-    assert!(o.status.success(), "podman import as {USER}: {}", stderr(&o));
-}
-
-/// gpuwarden's line in Podman's output.
-fn refusal(o: &Output) -> String {
-    assert!(!o.status.success(), "expected a refusal, got success: {}", stdout(o));
-    let err = stderr(o);
-    let line = err.lines().find(|l| l.contains("gpuwarden: ")).unwrap_or_else(|| panic!("podman run did not show gpuwarden's line: {err}"));
-    line[line.find("gpuwarden: ").unwrap()..].to_string()
-}
 
 #[test]
 fn rootless_and_rootful_containers_share_one_budget_and_the_user_sees_the_refusal() {
     let Some(mut w) = Rootless::new("rootless_and_rootful_containers_share_one_budget_and_the_user_sees_the_refusal") else { return };
+    // One budget for both: the user's own cap on memory (90% by default, which their third
+    // worker would pass too; tests/hostile.rs holds it) is lifted, so the GPU's budget refuses.
+    let base = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(&w.config, format!("{base}[budget.per_user]\npinned_memory = \"100%\"\n")).unwrap();
     let sleep = ["sh", "-c", "sleep 600"];
     for n in ["u1", "u2"] {
         let o = w.user_run(n, &["--device", "nvidia.com/gpu=comfyui"], &sleep, true);
@@ -311,7 +100,7 @@ fn a_killed_conmon_leaves_a_reservation_the_next_admission_reclaims() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|p| gpuwarden::proc::Processes::start_time(&gpuwarden::proc::ProcFs, *p).is_some()) && Instant::now() < deadline {
+    while pids.iter().any(|p| gpuwarden::base::proc::Processes::start_time(&gpuwarden::base::proc::ProcFs, *p).is_some()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(w.reservations().len(), 1, "no poststop ran: the reservation stays");
@@ -320,14 +109,6 @@ fn a_killed_conmon_leaves_a_reservation_the_next_admission_reclaims() {
     assert!(w.reservations().is_empty(), "the stale one was reclaimed: {:?}", w.reservations());
 }
 
-/// `gpuwarden-hook STAGE --via-broker` run by the user from a shell, not by a runtime.
-fn forged(w: &Rootless, stage: &str, state: &serde_json::Value) -> Output {
-    let mut c = Command::new("runuser");
-    c.args(["-u", USER, "--", w.staged.path("gpuwarden-hook").to_str().unwrap(), stage, "--config", &w.config, "--via-broker"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(state.to_string().as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
 
 #[test]
 fn forged_requests_are_refused_and_do_not_stall_a_real_admission() {
@@ -423,7 +204,7 @@ fn who_may_use_what_is_enforced_for_rootless_users_with_the_rule_named() {
     let o = run(&mut w, "named");
     assert!(o.status.success(), "{}", stderr(&o));
     let line = refusal(&run(&mut w, "second"));
-    assert!(line.ends_with(&format!("(comfyui): user {USER} (uid {}) would hold 50% and 6.0 GiB in 2 containers, more than [budget] per_user allows (threads = 25)", uid())), "{line}");
+    assert!(line.ends_with(&format!("(comfyui): user {USER} (uid {}) would hold 50% and 6.0 GiB in 2 containers, more than [budget] per_user allows (threads = 25, pinned_memory = \"90%\")", uid())), "{line}");
     // Root's containers are not the user's: the cap does not count them, nor stop them.
     let o = w.root_start("root");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -673,4 +454,57 @@ impl Drop for TunOpen {
             let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(mode));
         }
     }
+}
+
+/// This host runs cgroup v1 without systemd: rootless Podman gives a
+/// container no cgroup of its own, and its processes share the cgroups of the
+/// command that started them. The watchdog still knows them as the worker's.
+#[test]
+fn the_watchdog_holds_a_rootless_worker_without_a_cgroup_of_its_own_and_kill_spares_it() {
+    let Some(mut w) = Rootless::new("the_watchdog_holds_a_rootless_worker_without_a_cgroup_of_its_own_and_kill_spares_it") else { return };
+    let o = w.user_run("held", &["--device", "nvidia.com/gpu=comfyui"], &["sh", "-c", "sleep 600"], true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let name = w.user_names.last().unwrap().clone();
+    let worker: i32 = stdout(&as_user(&["podman", "inspect", "--format", "{{.State.Pid}}", &name])).trim().parse().unwrap();
+    let id = stdout(&as_user(&["podman", "inspect", "--format", "{{.Id}}", &name])).trim().to_string();
+    let cgroup = std::fs::read_to_string(format!("/proc/{worker}/cgroup")).unwrap();
+    assert!(!cgroup.contains(&id), "no cgroup of its own on this host: {cgroup}");
+    let o = w.root_start("beside");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root_id = stdout(&o).trim().to_string();
+    let rootful: i32 = stdout(&Command::new("podman").args(["inspect", "--format", "{{.State.Pid}}", &root_id]).output().unwrap()).trim().parse().unwrap();
+    // A CUDA job on the host, which nobody admitted.
+    let job = KillOnDrop(Command::new("sleep").arg("600").spawn().unwrap());
+    let job_pid = job.0.id() as i32;
+
+    // The GPUs as NVML would show them: the worker over its 3 GiB, root's worker within its share, the job.
+    let mut inv: serde_json::Value = serde_json::from_slice(&gpuwarden(&["inventory", "--inventory", "builtin:rtx4070", "--json"], b"").stdout).unwrap();
+    inv["gpus"][0]["processes"] = serde_json::json!([
+        {"pid": worker, "name": "python3", "used_memory_bytes": 4_000_000_000u64},
+        {"pid": rootful, "name": "python3", "used_memory_bytes": 1_000_000_000u64},
+        {"pid": job_pid, "name": "sleep", "used_memory_bytes": 1_000_000_000u64},
+    ]);
+    let gpus = write(w.dir.path(), "gpus.json", &inv.to_string());
+    let config = write(w.dir.path(), "watch.toml", &format!("{}[watch]\nunauthorized = \"kill\"\n", std::fs::read_to_string(&w.config).unwrap()));
+    let o = gpuwarden(&["--config", &config, "watch", "--once", "--inventory", &gpus], b"");
+    let said = stderr(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("(comfyui) uses 3.7 GiB of GPU memory, its share is 3.0 GiB (+10%): stopped its 1 processes (SIGSTOP"), "{said}");
+    let state = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit(") ").next().and_then(|r| r.chars().next()));
+    assert_eq!(state(worker), Some('T'), "the worker is stopped");
+    // Never the cgroup it shares: on this host that holds this very test.
+    for line in cgroup.lines().filter(|l| l.split(':').nth(1) == Some("freezer")) {
+        let path = line.splitn(3, ':').nth(2).unwrap();
+        // The root cgroup (shared with every process of the host) has no freezer.state: it cannot be frozen.
+        if path != "/" {
+            let file = format!("/sys/fs/cgroup/freezer{path}/freezer.state");
+            assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "THAWED", "{file}");
+        }
+    }
+    assert!(said.contains(&format!("unauthorized_killed: pid {job_pid} ")), "the job nobody admitted is killed: {said}");
+    assert!(!said.contains(&format!("pid {worker} ")) && !said.contains(&format!("pid {rootful} ")), "neither worker is unauthorized: {said}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(state(worker), Some('T')) && state(rootful).is_some_and(|s| s != 'Z'), "both workers live on");
+    assert_eq!(w.reservations().len(), 2, "both still hold their share");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker), nix::sys::signal::Signal::SIGCONT).unwrap();
 }

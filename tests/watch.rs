@@ -7,7 +7,7 @@ mod common;
 use common::*;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 
 const IMAGE: &str = "localhost/gpuwarden-test-busybox:latest";
 const SPEC: &str = "/var/run/cdi/gpuwarden-test.yaml";
@@ -126,19 +126,9 @@ impl Drop for World {
     }
 }
 
-/// A watchdog (or a game) that is killed when the test ends, however it ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn freezer_state(pid: i32) -> String {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let (file, _, _) = gpuwarden::watch::engine::freezer(&cg).unwrap();
+    let (file, _, _) = gpuwarden::admin::watch::engine::freezer(&cg).unwrap();
     std::fs::read_to_string(file).unwrap().trim().to_string()
 }
 
@@ -286,6 +276,12 @@ fn defaults_raised_by_an_unprivileged_client_are_put_back_within_an_interval() {
     for d in [w.dir.path().to_path_buf(), w.dir.path().join("mps")] {
         std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
+    // uid 1001 is a GPU user (a profile's allow rule names them), so the daemon's folder lets
+    // them in: the one kind of client that can reach the defaults (README, Security model).
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(1001)).unwrap().expect("uid 1001 exists: scripts/setup.sh makes it");
+    let base = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(&w.config, format!("{base}[profiles.comfyui]\nallow = [\"{}\"]\n", user.name)).unwrap();
+    assert!(w.gw(&["mps", "stop"]).status.success() && w.gw(&["mps", "start"]).status.success(), "the daemon restarts with the user let in");
     // The watchdog runs (interval 1 s) before the client acts, as a service would.
     let inventory = w.gpu_runs(&[]);
     let dog = KillOnDrop(Command::new(bin()).args(["--config", &w.config, "watch", "--inventory", &inventory]).env_remove("GPUWARDEN_CONFIG").spawn().unwrap());

@@ -1,8 +1,8 @@
 //! `gpuwarden`, the admin command line: parse arguments, set up logging, run,
-//! and turn an error into one line on stderr.
+//! and turn an error into one line on stderr. The commands are the
+//! `gpuwarden_cli` library's.
 
-mod cmd;
-mod spec_check;
+use gpuwarden_cli::cmd;
 
 use std::process::ExitCode;
 
@@ -12,15 +12,14 @@ fn main() -> ExitCode {
     // `gpuwarden status | head` ends quietly, as other command-line tools do,
     // instead of failing on a closed pipe.
     // SAFETY: set before any other thread exists; SIG_DFL installs no handler.
-    unsafe {
-        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
-    }
+    #[allow(unsafe_code)]
+    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
     let cli = cmd::Cli::parse();
-    gpuwarden::logging::init(cli.verbose);
+    gpuwarden::base::logging::init(cli.verbose);
     match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("gpuwarden: {}", gpuwarden::text::one_line(e.as_ref()));
+            eprintln!("gpuwarden: {}", gpuwarden::base::text::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

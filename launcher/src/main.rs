@@ -5,7 +5,9 @@
 //! only the process that applies it and its children.
 //!
 //! Exit status 126 when the rules cannot hold (said in one line), 127 when the
-//! program cannot be run.
+//! program cannot be run, 77 when gpuwarden's admission refused the container
+//! and left its reason in the container's `/dev` (under a runtime that drops
+//! a hook's stderr, such as crun: see the library's `hook::deliver`).
 
 mod capabilities;
 mod rules;
@@ -15,6 +17,25 @@ use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
 use landlock::RulesetStatus;
+
+/// Where admission leaves its refusal: the container's own /dev, a tmpfs the
+/// runtime made for it. The library's `hook::deliver::REFUSAL_FILE`, held equal by a test.
+const REFUSAL_FILE: &str = "/dev/gpuwarden-refusal";
+
+/// The exit status of a refused container (EX_NOPERM): the library's `REFUSED_STATUS`.
+const REFUSED_STATUS: u8 = 77;
+
+/// Kubernetes shows what a container wrote here as its termination message.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// The refusal admission left for this container, if any: one line, at most 4 KiB.
+fn admission_refusal() -> Option<String> {
+    use std::io::Read;
+    let mut line = Vec::new();
+    std::fs::File::open(REFUSAL_FILE).ok()?.take(4096).read_to_end(&mut line).ok()?;
+    let line = String::from_utf8_lossy(&line);
+    Some(line.lines().next().unwrap_or("refused by gpuwarden's admission").to_string())
+}
 
 fn refuse(why: &str) -> ExitCode {
     eprintln!("gpuwarden-launch: refused: {why}");
@@ -31,21 +52,8 @@ fn verdict(status: &RulesetStatus, require_full: bool, abi: &str) -> Result<(), 
     }
 }
 
-const USAGE: &str = "\
-gpuwarden-launch: the first process of a gpuwarden profile container. It sets no-new-privileges,
-keeps only the profile's capabilities, applies the profile's Landlock rules, then execs the workload.
-
-You do not run it by hand: gpuwarden's precreate hook (Podman) and gpuwarden-runtime (Docker) write
-its command line into a profile container's config, from the profile in /etc/gpuwarden/config.toml.
-
-Usage: gpuwarden-launch [--read PATH]... [--write PATH]... [--exec PATH]... [--bind PORT]...
-                        [--connect PORT]... [--require full|abi1] [--caps CAP,...] [--warn TEXT]...
-                        -- PROGRAM [ARGS...]
-
-Exit status: the workload's; 126 when the rules cannot hold (said in one line), 127 when the
-program cannot be run.
-";
-
+/// Its help, also the man page's text (tools/docgen).
+const USAGE: &str = include_str!("usage.txt");
 fn main() -> ExitCode {
     // Only as the first argument: a workload's own --help comes after `--`.
     match std::env::args_os().nth(1).as_deref().and_then(|a| a.to_str()) {
@@ -59,12 +67,20 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    // Refused by admission: say why where the user looks, and run nothing.
+    if let Some(line) = admission_refusal() {
+        eprintln!("gpuwarden: {line}");
+        let _ = std::fs::OpenOptions::new().write(true).open(TERMINATION_LOG).and_then(|mut f| std::io::Write::write_all(&mut f, format!("gpuwarden: {line}\n").as_bytes()));
+        return ExitCode::from(REFUSED_STATUS);
+    }
     let rules = match rules::parse(std::env::args_os().skip(1)) {
         Ok(r) => r,
         Err(e) => return refuse(&format!("{e} (the precreate rewrite writes this command line)")),
     };
     // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if rc != 0 {
         return refuse(&format!("cannot set no-new-privileges: {}", std::io::Error::last_os_error()));
     }
     if let Err(e) = capabilities::keep_only(&rules.caps) {
@@ -90,9 +106,8 @@ fn main() -> ExitCode {
     for line in &rules.warn {
         eprintln!("gpuwarden-launch: WARNING: {line}");
     }
-    let (program, args) = rules.command.split_first().expect("parse checks there is a program");
-    let err = std::process::Command::new(program).args(args).exec();
-    eprintln!("gpuwarden-launch: cannot run {}: {err}", String::from_utf8_lossy(program.as_bytes()));
+    let err = std::process::Command::new(&rules.program).args(&rules.args).exec();
+    eprintln!("gpuwarden-launch: cannot run {}: {err}", String::from_utf8_lossy(rules.program.as_bytes()));
     ExitCode::from(127)
 }
 

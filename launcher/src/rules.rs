@@ -25,8 +25,10 @@ pub struct Rules {
     pub caps: Vec<String>,
     /// Lines to say on stderr at every start (MPS off, ...).
     pub warn: Vec<String>,
-    /// The workload: program and arguments, exactly as given.
-    pub command: Vec<OsString>,
+    /// The workload's program, exactly as given.
+    pub program: OsString,
+    /// Its arguments, exactly as given.
+    pub args: Vec<OsString>,
 }
 
 /// Reads `--read P --write P --exec P --bind N --connect N --require full|abi1
@@ -37,10 +39,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Rules, String> 
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         if flag == "--" {
-            r.command = it.collect();
-            if r.command.is_empty() {
-                return Err("no program after --".into());
-            }
+            r.program = it.next().ok_or("no program after --")?;
+            r.args = it.collect();
             return Ok(r);
         }
         let flag = flag.to_string_lossy().into_owned();
@@ -136,7 +136,7 @@ mod tests {
     fn the_workload_keeps_its_arguments_exactly() {
         let args = os(&["--read", "/", "--write", "/tmp", "--bind", "8188", "--require", "full", "--caps", "CAP_SYS_NICE", "--", "sh", "-c", "echo 'a  b' \"q\"", "", "--read", "x"]);
         let r = parse(args).unwrap();
-        assert_eq!(r.command, os(&["sh", "-c", "echo 'a  b' \"q\"", "", "--read", "x"]));
+        assert_eq!(std::iter::once(r.program.clone()).chain(r.args.clone()).collect::<Vec<_>>(), os(&["sh", "-c", "echo 'a  b' \"q\"", "", "--read", "x"]));
         assert_eq!((r.read, r.write, r.bind, r.require_full, r.caps), (os(&["/"]), os(&["/tmp"]), vec![8188], true, vec!["CAP_SYS_NICE".to_string()]));
     }
 

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::{owner_marker, ContainerEdits, Device, DeviceNode, Hook, Kind, Mount, Spec, PROFILE_ENV};
-use crate::discover::{self, Discovery, FileMount};
-use crate::hook::{HookCall, ADMIT_STAGE, RELEASE_STAGE};
-use crate::inventory::{Gpu, Inventory};
+use crate::host::discover::{self, Discovery, FileMount};
+use crate::hookcall::{HookCall, ADMIT_STAGE, RELEASE_STAGE};
+use crate::host::inventory::{Gpu, Inventory};
 
 /// Everything a spec is made from.
 pub struct SpecInput<'a> {
@@ -73,8 +73,8 @@ fn hooks(call: &HookCall) -> Vec<Hook> {
     vec![hook(ADMIT_STAGE, "admit"), hook(RELEASE_STAGE, "release")]
 }
 
-/// Builds the spec. Its `cdiVersion` is left empty: the caller sets the lowest
-/// its content needs (the admin CLI asks the CNCF crate).
+/// Builds the spec. Its `cdiVersion` is left empty: `generate` sets the lowest
+/// its content needs.
 pub fn build_spec(input: &SpecInput) -> Spec {
     let d = input.discovery;
     let gpu_nodes = |g: &Gpu| nodes(d.gpu_nodes.get(&g.index).map_or(&[][..], Vec::as_slice));
@@ -94,7 +94,7 @@ pub fn build_spec(input: &SpecInput) -> Spec {
                 .unwrap_or_default()
                 .into_iter()
                 .chain(input.launcher.map(|l| {
-                    mount(&FileMount { host_path: l.to_path_buf(), container_path: crate::launch::LAUNCHER_PATH.into(), writable: false })
+                    mount(&FileMount { host_path: l.to_path_buf(), container_path: crate::hookcall::LAUNCHER_PATH.into(), writable: false })
                 }))
                 .collect(),
         },
@@ -141,8 +141,8 @@ pub fn build_spec(input: &SpecInput) -> Spec {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::discover::Library;
-    use crate::inventory::builtin;
+    use crate::host::discover::Library;
+    use crate::host::inventory::builtin;
     use std::collections::BTreeMap;
 
     pub(crate) fn discovery(inv: &Inventory, dev: &str) -> Discovery {
@@ -185,7 +185,7 @@ pub(crate) mod tests {
 
     #[test]
     fn several_gpus_add_per_gpu_profile_devices() {
-        let spec = build(&crate::inventory::test_support::two_gpus(), "/dev", None);
+        let spec = build(&crate::host::inventory::test_support::two_gpus(), "/dev", None);
         let n = names(&spec);
         for want in ["0", "1", "all", "comfyui", "gpu0-comfyui", "gpu1-comfyui", "gpu1-blender"] {
             assert!(n.contains(&want), "{want} missing from {n:?}");
@@ -234,7 +234,7 @@ pub(crate) mod tests {
 
     #[test]
     fn profile_devices_carry_the_admission_hooks_and_others_do_not() {
-        let settings = HookCall { path: "/usr/local/bin/gpuwarden-hook".into(), options: vec!["--inventory".into(), "builtin:rtx4070".into()] };
+        let settings = HookCall { path: "/usr/local/bin/gpuwarden-hook".into(), options: crate::hookcall::HookOptions { inventory: Some("builtin:rtx4070".into()), ..Default::default() } };
         let spec = build(&builtin("rtx4070").unwrap(), "/dev", Some(&settings));
         let comfy = spec.devices.iter().find(|d| d.name == "comfyui").unwrap();
         let stages: Vec<(&str, Vec<&str>)> =

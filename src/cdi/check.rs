@@ -182,8 +182,8 @@ pub fn check(spec: &RawSpec) -> Result<(), String> {
     let failed = |why: String| format!("validate spec failed: {why}");
     version(spec).map_err(|e| failed(format!("validate cdi version failed: {e}")))?;
     let (vendor, class) = qualifier(&spec.kind);
-    crate::names::kind_part(vendor).map_err(|e| failed(format!("validate vendor name failed: invalid vendor. {e}")))?;
-    crate::names::kind_part(class).map_err(|e| failed(format!("validate class name failed: invalid class. {e}")))?;
+    crate::base::names::kind_part(vendor).map_err(|e| failed(format!("validate vendor name failed: invalid vendor. {e}")))?;
+    crate::base::names::kind_part(class).map_err(|e| failed(format!("validate class name failed: invalid class. {e}")))?;
     annotations(&spec.kind, &spec.annotations).map_err(|e| failed(format!("validate spec annotations failed: {e}")))?;
     if let Some(e) = &spec.container_edits {
         edits(e).map_err(|(outer, cause)| failed(format!("validate container edits failed: {outer} — {cause}")))?;
@@ -286,7 +286,7 @@ fn qualified_name(key: &str) -> Vec<String> {
 }
 
 fn device(spec: &RawSpec, d: &RawDevice) -> Result<(), String> {
-    crate::names::device_name(&d.name).map_err(|cause| format!("{:?} — {cause}", "validate device name failed"))?;
+    crate::base::names::device_name(&d.name).map_err(|cause| format!("{:?} — {cause}", "validate device name failed"))?;
     let (vendor, class) = qualifier(&spec.kind);
     annotations(&format!("{vendor}/{class}={}", d.name), &d.annotations).map_err(|e| format!("{:?}", format!("validate spec annotations failed with error: {e:?}")))?;
     let e = &d.container_edits;

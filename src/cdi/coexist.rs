@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::{SpecFile, Spec, PROFILE_ENV};
-use crate::inventory::Inventory;
+use crate::host::inventory::Inventory;
 
 /// Who defines a device gpuwarden leaves out of its spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +89,7 @@ mod tests {
     use super::*;
     use crate::cdi::build::tests::discovery;
     use crate::cdi::{build_spec, Kind, SpecInput};
-    use crate::inventory::builtin;
+    use crate::host::inventory::builtin;
 
     fn spec() -> (Spec, Inventory) {
         let inv = builtin("rtx4070").unwrap();

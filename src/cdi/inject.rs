@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::model::{ContainerEdits, DeviceNode, Hook, Mount, Spec};
 use super::registry::is_spec_file;
@@ -203,8 +203,11 @@ fn device_entries(node: &DeviceNode, host: HostNodes, uid: u32, gid: u32) -> Res
         }
     }
     let kind = kind.unwrap_or_default();
-    let mut dev = json!({"path": node.path, "type": kind, "major": major.unwrap_or(0), "minor": minor.unwrap_or(0)});
-    let obj = dev.as_object_mut().expect("an object");
+    let mut obj = Map::new();
+    obj.insert("path".into(), node.path.clone().into());
+    obj.insert("type".into(), kind.clone().into());
+    obj.insert("major".into(), major.unwrap_or(0).into());
+    obj.insert("minor".into(), minor.unwrap_or(0).into());
     if let Some(m) = node.file_mode {
         obj.insert("fileMode".into(), m.into());
     }
@@ -222,24 +225,25 @@ fn device_entries(node: &DeviceNode, host: HostNodes, uid: u32, gid: u32) -> Res
         };
         json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": access})
     });
-    Ok((dev, rule))
+    Ok((Value::Object(obj), rule))
 }
 
 fn mount_entry(m: &Mount) -> Value {
-    let mut v = json!({"destination": m.container_path, "source": m.host_path});
-    let obj = v.as_object_mut().expect("an object");
+    let mut obj = Map::new();
+    obj.insert("destination".into(), m.container_path.clone().into());
+    obj.insert("source".into(), m.host_path.clone().into());
     if let Some(t) = &m.kind {
         obj.insert("type".into(), t.clone().into());
     }
     if !m.options.is_empty() {
         obj.insert("options".into(), m.options.clone().into());
     }
-    v
+    Value::Object(obj)
 }
 
 fn hook_entry(h: &Hook) -> Value {
-    let mut v = json!({"path": h.path});
-    let obj = v.as_object_mut().expect("an object");
+    let mut obj = Map::new();
+    obj.insert("path".into(), h.path.clone().into());
     if !h.args.is_empty() {
         obj.insert("args".into(), h.args.clone().into());
     }
@@ -249,7 +253,7 @@ fn hook_entry(h: &Hook) -> Value {
     if let Some(t) = h.timeout {
         obj.insert("timeout".into(), t.into());
     }
-    v
+    Value::Object(obj)
 }
 
 #[cfg(test)]

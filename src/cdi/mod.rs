@@ -1,11 +1,13 @@
-//! CDI specs: build one from discovery (install time), write it where Podman
-//! and Docker read it, list the specs on a host. Versioning and validation
-//! are the CNCF `container-device-interface` crate's, in the admin CLI (the
-//! runtime side does not link that crate); this module decides content,
-//! names and ownership.
+//! CDI specs, at install time: build one from discovery and generate the
+//! whole spec a host gets (`generate`: what others define left to them, the
+//! lowest `cdiVersion` its content needs), write it where Podman and Docker
+//! read it, list and check the specs on a host (`check`: the specification's
+//! rules, gpuwarden's own; the CNCF crate is a test oracle only), and inject
+//! one into an OCI config for the Docker runtime shim (`inject`).
 
 mod build;
 mod coexist;
+mod generate;
 pub mod inject;
 mod model;
 mod registry;
@@ -14,20 +16,15 @@ pub mod yaml;
 pub mod check;
 
 pub use build::{build_spec, MpsMounts, SpecInput};
+pub use generate::{generate, minimum_version, Generated, Placement};
 pub use coexist::{find_toolkit, leave_to_others, toolkit_names, Owner};
 pub use model::{ContainerEdits, Device, DeviceNode, Hook, Mount, Spec};
-pub use crate::names::{is_device_name, Kind, KindError};
+pub use crate::base::names::{is_device_name, Kind, KindError};
 pub use registry::{is_spec_file, scan, SpecFile, DEFAULT_SPEC_DIRS};
 pub use write::{install, render, Format, InstallError};
 
-/// The spec-level env entry that marks a spec as written by gpuwarden. An env
-/// entry rather than an annotation, because annotations need cdiVersion 0.6.0.
-pub const OWNER_ENV: &str = "GPUWARDEN_CDI";
+pub use crate::oci::{owner_marker, OWNER_ENV, PROFILE_ENV};
 
-/// The env entry that names a profile device's profile for the hooks.
-pub const PROFILE_ENV: &str = "GPUWARDEN_PROFILE";
+/// Where `gpuwarden cdi generate`, `install` and the refresh unit write gpuwarden's spec.
+pub const DEFAULT_SPEC: &str = "/etc/cdi/gpuwarden.yaml";
 
-/// The value of [`OWNER_ENV`] for this build.
-pub fn owner_marker() -> String {
-    format!("{OWNER_ENV}=gpuwarden/{}", env!("CARGO_PKG_VERSION"))
-}

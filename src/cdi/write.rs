@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::registry::{read_spec_file, scan};
 use super::Spec;
-use crate::fsutil::{write_atomic, AtomicWriteError};
+use crate::base::fsutil::{write_atomic, AtomicWriteError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -39,9 +39,7 @@ pub enum InstallError {
 pub fn render(spec: &Spec, format: Format) -> String {
     match format {
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(spec).expect("a spec always serializes");
-            s.push('\n');
-            s
+            crate::base::json::pretty(spec)
         }
         Format::Yaml => format!(
             "# Written by `gpuwarden cdi generate`; edits are lost when it runs again.\n{}",
@@ -88,7 +86,7 @@ mod tests {
     use super::*;
     use crate::cdi::build::tests::discovery;
     use crate::cdi::{build_spec, Kind, SpecInput};
-    use crate::inventory::builtin;
+    use crate::host::inventory::builtin;
     use std::os::unix::fs::PermissionsExt;
 
     fn spec(class: &str) -> Spec {

@@ -5,18 +5,25 @@
 //! its line and column; nothing is guessed.
 
 mod profile;
+mod raw;
+mod sections;
+pub mod reload;
+mod user_cap;
 pub mod values;
+
+pub use sections::{BrokerConfig, BudgetConfig, CdiConfig, EffectiveBudget, GpuBudget, LiveConfig, MpsConfig, ShareAction, UnauthorizedAction, WatchConfig, DEFAULT_CONNECTIONS_PER_USER};
+pub use user_cap::{CapMemory, UserCap};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use profile::{builtin_profiles, LandlockPaths, Port, Profile, Require};
-use profile::RawProfile;
+use raw::RawConfig;
 pub use values::{AbsPath, Capability, ClientCount, Percent, PinnedMemory, ProfileName, WaitTime, MPS_MAX_CLIENTS};
 
-use crate::size::ByteSize;
+use crate::base::size::ByteSize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/gpuwarden/config.toml";
 pub const DEFAULT_STATE_DIR: &str = "/run/gpuwarden";
@@ -26,6 +33,13 @@ pub const DEFAULT_MPS_PIPE_DIR: &str = "/run/gpuwarden/mps/pipe";
 pub const DEFAULT_MPS_LOG_DIR: &str = "/run/gpuwarden/mps/log";
 pub const DEFAULT_MPS_SHM_DIR: &str = "/run/gpuwarden/mps/shm";
 pub const DEFAULT_MPS_CONTROL: &str = "nvidia-cuda-mps-control";
+
+/// Where the admission broker listens unless `[broker] socket` says otherwise.
+pub const DEFAULT_BROKER_SOCKET: &str = "/run/gpuwarden/broker.sock";
+
+/// Where `gpuwarden live` writes the live view, and how old admission takes it.
+pub const DEFAULT_LIVE_FILE: &str = "/run/gpuwarden/live.json";
+pub const DEFAULT_LIVE_MAX_AGE_SECONDS: u64 = 10;
 
 /// Where the effective configuration came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,220 +74,6 @@ pub struct Config {
     pub profiles: BTreeMap<ProfileName, Profile>,
 }
 
-/// What `gpuwarden watch` holds containers to, on the GPU.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct WatchConfig {
-    pub interval_seconds: u64,
-    /// How far over its pinned memory a container may go before its action runs.
-    pub tolerance_percent: u32,
-    /// What happens to a container over its share, by profile (`warn` where unnamed).
-    pub over_share: BTreeMap<String, ShareAction>,
-    /// Processes, by command name, that come before containers (games).
-    pub games: Vec<String>,
-    /// Command names never counted as games: the Steam client, display servers,
-    /// compositors, browsers' GPU processes (`kwin_*` matches a prefix).
-    pub desktop: Vec<String>,
-    /// Profiles whose containers are paused while a game runs (and, when
-    /// they wait for their share, also wait while one runs).
-    pub yield_to_games: Vec<String>,
-    /// The render queue's order: containers of profiles named first are
-    /// admitted first; unnamed profiles come last; first come, first served
-    /// within a profile.
-    pub priority: Vec<String>,
-    /// Its state (paused containers, a heartbeat) and its events (admission's
-    /// refusals too): by default `watch.json` and `events.jsonl` in `state_dir`.
-    pub state_file: PathBuf,
-    pub events_file: PathBuf,
-    /// What to do about a GPU process gpuwarden did not admit.
-    pub unauthorized: UnauthorizedAction,
-    /// Admission refuses profile containers while no watchdog looks at the GPUs.
-    pub required: bool,
-}
-
-/// What the watchdog does to a container over its share.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ShareAction {
-    Warn,
-    Pause,
-    Kill,
-}
-
-/// What the watchdog does about a GPU process gpuwarden did not admit (no
-/// admitted container, no game, not the desktop's).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnauthorizedAction {
-    /// An event, once per process; the gauge counts it.
-    #[default]
-    Warn,
-    /// The same, then SIGKILL (its container, through the engine, when it has one).
-    Kill,
-}
-
-/// Where `cdi generate` finds the driver when no flag says (what the refresh
-/// unit runs with).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CdiConfig {
-    /// The folder holding the driver's files (libraries, binaries): `/` is the host.
-    pub driver_root: PathBuf,
-    /// The folder holding `dev/`, as in nvidia-ctk: `/` is the host.
-    pub dev_root: PathBuf,
-}
-
-/// The admission broker rootless containers are admitted through.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct BrokerConfig {
-    /// Its unix socket (mode 0666; who connects is asked of the kernel).
-    pub socket: PathBuf,
-}
-
-/// The live view of the GPUs that `gpuwarden live` writes and admission reads.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LiveConfig {
-    pub file: PathBuf,
-    /// Older than this, the view is ignored and the check is ledger-only.
-    pub max_age_seconds: u64,
-}
-
-/// The MPS control daemon gpuwarden runs, and whether MPS is required.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MpsConfig {
-    /// `false` turns MPS off: nothing limits a container on the GPU, and
-    /// `status` and every admission say so.
-    pub enabled: bool,
-    /// The daemon's pipe directory (`CUDA_MPS_PIPE_DIRECTORY`), mounted into
-    /// every profile container at the same path.
-    pub pipe_directory: PathBuf,
-    pub log_directory: PathBuf,
-    /// The daemon's and its clients' `/dev/shm`: the daemon runs with this
-    /// folder as its `/dev/shm`, and profile containers get it there.
-    pub shm_directory: PathBuf,
-    /// The control binary, a path or a name looked up in PATH.
-    pub control: PathBuf,
-}
-
-/// The budget of each GPU; `gpu` overrides it per GPU (by index or UUID).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct BudgetConfig {
-    pub thread_ceiling: Percent,
-    pub max_clients: ClientCount,
-    pub reserves: BTreeMap<String, ByteSize>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub gpu: BTreeMap<String, GpuBudget>,
-    /// The most one user may hold across the GPUs (rootless containers); none by default.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub per_user: Option<crate::access::UserCap>,
-}
-
-/// A GPU's own budget, where it differs from the common one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GpuBudget {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread_ceiling: Option<Percent>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_clients: Option<ClientCount>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reserves: Option<BTreeMap<String, ByteSize>>,
-}
-
-/// The budget that applies to one GPU, overrides resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EffectiveBudget {
-    pub thread_ceiling: Percent,
-    pub max_clients: ClientCount,
-    pub reserves: BTreeMap<String, ByteSize>,
-}
-
-impl BudgetConfig {
-    pub fn for_gpu(&self, index: u32, uuid: &str) -> EffectiveBudget {
-        let o = self.gpu.get(uuid).or_else(|| self.gpu.get(&index.to_string()));
-        EffectiveBudget {
-            thread_ceiling: o.and_then(|o| o.thread_ceiling).unwrap_or(self.thread_ceiling),
-            max_clients: o.and_then(|o| o.max_clients).unwrap_or(self.max_clients),
-            reserves: o.and_then(|o| o.reserves.clone()).unwrap_or_else(|| self.reserves.clone()),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    inventory: Option<String>,
-    state_dir: Option<AbsPath>,
-    #[serde(default)]
-    cdi: RawCdi,
-    #[serde(default)]
-    mps: RawMps,
-    #[serde(default)]
-    live: RawLive,
-    #[serde(default)]
-    watch: RawWatch,
-    #[serde(default)]
-    broker: RawBroker,
-    #[serde(default)]
-    budget: RawBudget,
-    #[serde(default)]
-    profiles: BTreeMap<ProfileName, RawProfile>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMps {
-    enabled: Option<bool>,
-    pipe_directory: Option<AbsPath>,
-    log_directory: Option<AbsPath>,
-    shm_directory: Option<AbsPath>,
-    control: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWatch {
-    interval_seconds: Option<u64>,
-    tolerance_percent: Option<u32>,
-    over_share: Option<BTreeMap<String, ShareAction>>,
-    games: Option<Vec<String>>,
-    desktop: Option<Vec<String>>,
-    yield_to_games: Option<Vec<String>>,
-    priority: Option<Vec<String>>,
-    unauthorized: Option<UnauthorizedAction>,
-    state_file: Option<AbsPath>,
-    events_file: Option<AbsPath>,
-    required: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCdi {
-    driver_root: Option<AbsPath>,
-    dev_root: Option<AbsPath>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBroker {
-    socket: Option<AbsPath>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLive {
-    file: Option<AbsPath>,
-    max_age_seconds: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBudget {
-    thread_ceiling: Option<Percent>,
-    max_clients: Option<ClientCount>,
-    reserves: Option<BTreeMap<String, ByteSize>>,
-    #[serde(default)]
-    gpu: BTreeMap<String, GpuBudget>,
-    per_user: Option<crate::access::UserCap>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -298,8 +98,8 @@ impl Default for Config {
                 shm_directory: DEFAULT_MPS_SHM_DIR.into(),
                 control: DEFAULT_MPS_CONTROL.into(),
             },
-            live: LiveConfig { file: crate::live::DEFAULT_LIVE_FILE.into(), max_age_seconds: crate::live::DEFAULT_MAX_AGE_SECONDS },
-            broker: BrokerConfig { socket: crate::broker::DEFAULT_SOCKET.into() },
+            live: LiveConfig { file: DEFAULT_LIVE_FILE.into(), max_age_seconds: DEFAULT_LIVE_MAX_AGE_SECONDS },
+            broker: BrokerConfig { socket: DEFAULT_BROKER_SOCKET.into(), connections_per_user: DEFAULT_CONNECTIONS_PER_USER },
             watch: WatchConfig {
                 interval_seconds: 2,
                 tolerance_percent: 10,
@@ -320,15 +120,16 @@ impl Default for Config {
                 required: false,
             },
             budget: BudgetConfig {
-                thread_ceiling: Percent::new(100).expect("100 is a percentage"),
+                thread_ceiling: Percent::ALL,
                 max_clients: ClientCount::MAX,
                 reserves: BTreeMap::from([("system".to_string(), ByteSize::mib(512))]),
                 gpu: BTreeMap::new(),
-                per_user: None,
+                per_user: Some(UserCap::default_cap()),
             },
             profiles: builtin_profiles()
                 .into_iter()
-                .map(|(n, p)| (n.parse().expect("built-in names are valid"), p))
+                // Both names are valid (a test says so): none is dropped.
+                .filter_map(|(n, p)| Some((n.parse().ok()?, p)))
                 .collect(),
         }
     }
@@ -354,7 +155,7 @@ impl Config {
     /// Parses config text over the defaults; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map_or((1, 1), |s| crate::text::line_col(text, s.start));
+            let (line, column) = e.span().map_or((1, 1), |s| crate::base::text::line_col(text, s.start));
             ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
         })?;
         let mut config = Config::default();
@@ -382,6 +183,9 @@ impl Config {
             config.live.file = file.path().to_path_buf();
         }
         config.live.max_age_seconds = raw.live.max_age_seconds.unwrap_or(config.live.max_age_seconds);
+        if let Some(n) = raw.broker.connections_per_user {
+            config.broker.connections_per_user = n.get();
+        }
         if let Some(socket) = raw.broker.socket {
             config.broker.socket = socket.path().to_path_buf();
         }
@@ -407,7 +211,8 @@ impl Config {
             b.reserves = reserves;
         }
         b.gpu = raw.budget.gpu;
-        b.per_user = raw.budget.per_user;
+        // Each field set here replaces the default's; the others stay.
+        b.per_user = Some(raw.budget.per_user.map_or_else(UserCap::default_cap, |c| c.over(&UserCap::default_cap())));
         for (name, raw_profile) in raw.profiles {
             let merged = Profile::merged(config.profiles.get(&name), raw_profile).map_err(|field| ConfigError::MissingField {
                 path: path.to_path_buf(),
@@ -429,6 +234,7 @@ impl Config {
 
     /// The effective configuration as TOML that `parse` reads back.
     pub fn to_toml(&self) -> String {
+        #[allow(clippy::expect_used, reason = "every table of Config follows its plain keys, as toml requires, and its maps have string keys: it always serializes (config show's tests read it back)")]
         toml::to_string_pretty(self).expect("the configuration always serializes")
     }
 }
@@ -447,8 +253,9 @@ mod tests {
         assert_eq!(c.profile("comfyui").unwrap().allow, ["@gpu-users", "ana"]);
         assert!(c.profile("blender").unwrap().allow.is_empty(), "the others stay open");
         let cap = c.budget.per_user.unwrap();
-        assert_eq!((cap.threads.map(|t| t.get()), cap.pinned_memory), (Some(50), Some(ByteSize::gib(6))));
-        assert_eq!(Config::default().budget.per_user, None, "by default nobody is capped");
+        assert_eq!((cap.threads.map(|t| t.get()), cap.pinned_memory), (Some(50), Some(CapMemory::Size(ByteSize::gib(6)))));
+        assert_eq!(cap.queued, Some(4), "a field not set keeps the default's");
+        assert_eq!(Config::default().budget.per_user, Some(UserCap::default_cap()), "by default no user holds the whole GPU");
         let e = parse("[budget.per_user]\nthreads = 500\n").unwrap_err();
         assert!(e.contains(":2:"), "line and column: {e}");
         assert!(parse("[budget.per_user]\ngpus = 1\n").unwrap_err().contains("gpus"));

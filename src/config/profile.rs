@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::values::{AbsPath, Capability, Percent, PinnedMemory, WaitTime};
-use crate::size::ByteSize;
 
 /// One profile, as the effective configuration holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -19,7 +18,7 @@ pub struct Profile {
     pub capabilities: BTreeSet<Capability>,
     pub landlock: LandlockPaths,
     /// The local users (`ana`) and groups (`@gpu-users`) who may use it through
-    /// rootless Podman; empty: everyone (see [`crate::access`]).
+    /// rootless Podman; empty: everyone (see [`crate::admission::access`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
     /// How long its containers wait for their share when it is not free
@@ -100,8 +99,8 @@ const EXEC: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt"];
 
 fn builtin(threads: u32, pinned_gib: u64, write: &[&str], bind: &[u16]) -> Profile {
     Profile {
-        threads: Percent::new(threads).unwrap_or(Percent::new(100).expect("100 is a percentage")),
-        pinned_memory: PinnedMemory::new(ByteSize::gib(pinned_gib)).expect("whole GiB are whole MiB"),
+        threads: Percent::new(threads).unwrap_or(Percent::ALL),
+        pinned_memory: PinnedMemory::whole_gib(pinned_gib),
         capabilities: BTreeSet::new(),
         landlock: LandlockPaths {
             read: paths(&["/"]),

@@ -7,13 +7,15 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::size::ByteSize;
+use crate::base::size::ByteSize;
 
 /// A share of a GPU's SMs, 1 to 100 percent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Percent(u32);
 
 impl Percent {
+    /// All of it.
+    pub const ALL: Percent = Percent(100);
     pub fn new(v: u32) -> Option<Percent> {
         (1..=100).contains(&v).then_some(Percent(v))
     }
@@ -60,11 +62,33 @@ impl<'de> Deserialize<'de> for ClientCount {
     }
 }
 
+/// A count of something a user may hold at once (connections to the
+/// broker): 1 to 4096.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Count(u32);
+
+impl Count {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        u32::try_from(v).ok().filter(|v| (1..=4096).contains(v)).map(Count).ok_or_else(|| serde::de::Error::custom(format!("{v}: give a number from 1 to 4096")))
+    }
+}
+
 /// Pinned device memory: a size in whole MiB (MPS takes nothing finer), above zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct PinnedMemory(ByteSize);
 
 impl PinnedMemory {
+    /// `n` GiB, at least 1 (a whole number of GiB is a whole number of MiB).
+    pub fn whole_gib(n: u64) -> PinnedMemory {
+        PinnedMemory(ByteSize::gib(n.max(1)))
+    }
     pub fn new(size: ByteSize) -> Result<PinnedMemory, String> {
         if size == ByteSize::ZERO || !size.is_whole_mib() {
             return Err(format!("pinned memory {size} must be a whole number of MiB above zero"));
@@ -102,7 +126,7 @@ impl FromStr for ProfileName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let looks_per_gpu = s.strip_prefix("gpu").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
-        if !crate::names::is_device_name(s) || !s.starts_with(|c: char| c.is_ascii_lowercase()) || s == "all" || looks_per_gpu {
+        if !crate::base::names::is_device_name(s) || !s.starts_with(|c: char| c.is_ascii_lowercase()) || s == "all" || looks_per_gpu {
             return Err(format!(
                 "profile name {s:?}: use a lowercase letter then letters, digits, '-', '_' or '.'; not \"all\" nor gpuN..., which name other devices"
             ));

@@ -14,11 +14,11 @@
 
 use std::path::Path;
 
-use super::{HookCall, Settings, REFUSAL_ANNOTATION};
-use crate::discover::CONTAINER_LIB_DIR;
-use crate::loader::{self, Loader};
+use crate::hookcall::{HookCall, Settings, REFUSAL_ANNOTATION};
+use crate::host::discover::CONTAINER_LIB_DIR;
+use crate::host::loader::{self, Loader};
 use crate::oci::{ConfigError, ContainerConfig};
-use crate::rewrite::apply_profile;
+use crate::profile::rewrite::apply_profile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrecreateError {
@@ -68,7 +68,7 @@ pub fn precreate(input: &[u8], env: &PrecreateEnv) -> Result<Vec<u8>, PrecreateE
         Ok(Some(_)) => match (image.refusal(), (env.settings)()) {
             (Some(why), _) => Err(why),
             (None, Ok(config)) => apply_profile(&mut cfg, &config).map_err(|e| e.to_string()),
-            (None, Err(e)) => Err(crate::text::one_line(&e)),
+            (None, Err(e)) => Err(crate::base::text::one_line(&e)),
         },
         Err(two_profiles) => Err(two_profiles),
     };
@@ -78,7 +78,7 @@ pub fn precreate(input: &[u8], env: &PrecreateEnv) -> Result<Vec<u8>, PrecreateE
             tracing::debug!("applied profile {profile:?}");
             cfg.remove_annotation(REFUSAL_ANNOTATION);
             if let Some(host) = env.launcher {
-                crate::launch::ensure_mounted(&mut cfg, host);
+                crate::profile::launch::ensure_mounted(&mut cfg, host);
             }
         }
         Err(reason) => {
@@ -100,7 +100,7 @@ pub fn precreate(input: &[u8], env: &PrecreateEnv) -> Result<Vec<u8>, PrecreateE
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::hook::ADMIT_STAGE;
+    use crate::hookcall::ADMIT_STAGE;
     use crate::oci::tests_support::podman_like;
 
     fn defaults() -> Result<Config, crate::config::ConfigError> {
@@ -112,7 +112,7 @@ mod tests {
     }
 
     fn call() -> HookCall {
-        HookCall { path: "/usr/bin/gpuwarden-hook".into(), options: Vec::new() }
+        HookCall { path: "/usr/bin/gpuwarden-hook".into(), options: Default::default() }
     }
 
     fn debian() -> Loader {
@@ -142,7 +142,7 @@ mod tests {
     fn from_spec(profile: bool) -> Vec<u8> {
         with(|v| {
             let env = v["process"]["env"].as_array_mut().unwrap();
-            env.push(crate::cdi::owner_marker().into());
+            env.push(crate::oci::owner_marker().into());
             env.push(format!("TRITON_LIBCUDA_PATH={CONTAINER_LIB_DIR}").into());
             if !profile {
                 env.retain(|e| !e.as_str().unwrap().starts_with("GPUWARDEN_PROFILE="));

@@ -5,10 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Ledger, LEDGER_VERSION};
-use crate::fsutil::{write_atomic, AtomicWriteError, ExclusiveLock, LockError};
+use super::book::{Ledger, LEDGER_VERSION};
+use crate::base::fsutil::{write_atomic, AtomicWriteError, ExclusiveLock, LockError};
 
 const LEDGER_FILE: &str = "ledger.json";
+
+/// Root's alone: it holds every container's id, name and holder. Users see
+/// the budget, their own containers and others' by user and profile through
+/// the broker (`gpuwarden status`, [`super::Ledger::seen_by`]).
+pub const LEDGER_MODE: u32 = 0o600;
 const LOCK_FILE: &str = "ledger.lock";
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +75,16 @@ impl LedgerStore {
         LedgerStore { dir: dir.to_path_buf() }
     }
 
+    /// The ledger in `over` when a state folder was named (`--state-dir`),
+    /// else in the configuration's `state_dir`; the configuration is read
+    /// only when none was named.
+    pub fn chosen(over: Option<&Path>, settings: impl FnOnce() -> Result<crate::config::Config, crate::config::ConfigError>) -> Result<Self, crate::config::ConfigError> {
+        match over {
+            Some(dir) => Ok(LedgerStore::new(dir)),
+            None => settings().map(|c| LedgerStore::new(&c.state_dir)),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -126,7 +141,7 @@ impl LedgerStore {
         let (suffix, make): (&str, fn(PathBuf) -> ResetOutcome) = match self.read() {
             Ok(ledger) if !path.exists() => {
                 debug_assert!(ledger.reservations.is_empty());
-                write_atomic(&path, &render(&Ledger::default()), 0o644)?;
+                write_atomic(&path, &render(&Ledger::default()), LEDGER_MODE)?;
                 return Ok(ResetOutcome::Started);
             }
             Ok(ledger) if ledger.reservations.is_empty() => return Ok(ResetOutcome::AlreadyEmpty),
@@ -136,7 +151,7 @@ impl LedgerStore {
         };
         let backup = self.dir.join(format!("{LEDGER_FILE}.{suffix}-{now}"));
         std::fs::rename(&path, &backup).map_err(|source| LedgerError::Backup { path: backup.clone(), source })?;
-        write_atomic(&path, &render(&Ledger::default()), 0o644)?;
+        write_atomic(&path, &render(&Ledger::default()), LEDGER_MODE)?;
         Ok(make(backup))
     }
 }
@@ -144,15 +159,13 @@ impl LedgerStore {
 impl LockedLedger<'_> {
     /// Replaces the ledger file with the current content.
     pub fn save(&self) -> Result<(), LedgerError> {
-        write_atomic(&self.store.path(), &render(&self.ledger), 0o644)?;
+        write_atomic(&self.store.path(), &render(&self.ledger), LEDGER_MODE)?;
         Ok(())
     }
 }
 
 fn render(l: &Ledger) -> Vec<u8> {
-    let mut v = serde_json::to_vec_pretty(l).expect("a ledger always serializes");
-    v.push(b'\n');
-    v
+    crate::base::json::pretty(l).into_bytes()
 }
 
 fn parse(bytes: &[u8]) -> Result<Ledger, String> {
@@ -166,8 +179,8 @@ fn parse(bytes: &[u8]) -> Result<Ledger, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::Reservation;
-    use crate::size::ByteSize;
+    use crate::model::Reservation;
+    use crate::base::size::ByteSize;
 
     fn res(id: &str) -> Reservation {
         Reservation { id: id.into(), name: None, profile: "p".into(), gpus: vec!["GPU-a".into()], threads: 1, pinned_bytes: ByteSize::mib(1), pid: 1, pid_start: 1, admitted_at: 0, holder: None }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::cdi::PROFILE_ENV;
+use super::PROFILE_ENV;
 
 /// The annotation that names a profile (the CDI profile devices use the env).
 pub const PROFILE_ANNOTATION: &str = "gpuwarden.io/profile";
@@ -29,8 +29,13 @@ impl ContainerConfig {
     pub fn parse(bytes: &[u8], origin: &str) -> Result<Self, ConfigError> {
         let malformed = |why: String| ConfigError::Malformed { origin: origin.to_string(), why };
         let v: Value = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        ContainerConfig::from_value(v, origin)
+    }
+
+    /// A config already read as JSON (what a hook sent the broker).
+    pub fn from_value(v: Value, origin: &str) -> Result<Self, ConfigError> {
         if !v.is_object() {
-            return Err(malformed("not a JSON object".into()));
+            return Err(ConfigError::Malformed { origin: origin.to_string(), why: "not a JSON object".into() });
         }
         Ok(ContainerConfig(v))
     }
@@ -42,7 +47,7 @@ impl ContainerConfig {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.0).expect("a JSON value always serializes")
+        crate::base::json::compact(&self.0)
     }
 
     fn at(&self, path: &[&str]) -> Option<&Value> {
@@ -53,15 +58,9 @@ impl ContainerConfig {
     fn object_mut(&mut self, path: &[&str]) -> &mut Map<String, Value> {
         let mut v = &mut self.0;
         for k in path {
-            if !v.is_object() {
-                *v = Value::Object(Map::new());
-            }
-            v = v.as_object_mut().expect("just made an object").entry(k.to_string()).or_insert(Value::Object(Map::new()));
+            v = object_in(v).entry(k.to_string()).or_insert(Value::Object(Map::new()));
         }
-        if !v.is_object() {
-            *v = Value::Object(Map::new());
-        }
-        v.as_object_mut().expect("just made an object")
+        object_in(v)
     }
 
     fn env_list(&self) -> impl Iterator<Item = &str> {
@@ -100,6 +99,7 @@ impl ContainerConfig {
         if !slot.is_array() {
             *slot = Value::Array(Vec::new());
         }
+        #[allow(clippy::expect_used, reason = "made an array on the line above")]
         slot.as_array_mut().expect("just made an array")
     }
 
@@ -221,6 +221,15 @@ impl ContainerConfig {
         list.filter_map(|m| Some((m.get("destination")?.as_str()?, m.get("source").and_then(Value::as_str).unwrap_or("")))).collect()
     }
 
+    /// Whether the last mount at `destination` is a read-only bind mount.
+    pub fn is_read_only_bind(&self, destination: &str) -> bool {
+        let mut list = self.at(&["mounts"]).and_then(Value::as_array).into_iter().flatten();
+        let Some(m) = list.rfind(|m| m.get("destination").and_then(Value::as_str) == Some(destination)) else { return false };
+        let options: Vec<&str> = m.get("options").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let bind = m.get("type").and_then(Value::as_str) == Some("bind") || options.iter().any(|o| *o == "bind" || *o == "rbind");
+        bind && options.contains(&"ro")
+    }
+
     /// Rewrites mount destinations: `to` gives the new destination of a mount,
     /// or `None` to leave it. Returns how many moved.
     pub fn retarget_mounts(&mut self, to: impl Fn(&str) -> Option<String>) -> usize {
@@ -307,6 +316,15 @@ impl ContainerConfig {
         }
         all
     }
+}
+
+/// `v` as an object, made one (empty) if it is not.
+fn object_in(v: &mut Value) -> &mut Map<String, Value> {
+    if !v.is_object() {
+        *v = Value::Object(Map::new());
+    }
+    #[allow(clippy::expect_used, reason = "made an object on the line above")]
+    v.as_object_mut().expect("just made an object")
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 //! rewrite keeps fields this version of gpuwarden does not know.
 
 mod config;
+mod env;
 mod state;
 
 pub use config::{ConfigError, ContainerConfig, PROFILE_ANNOTATION};
+pub use env::{owner_marker, OWNER_ENV, PROFILE_ENV};
 pub use state::{short_id, HookState, StateError};
 
 #[cfg(test)]

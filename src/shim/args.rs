@@ -49,10 +49,10 @@ pub enum ArgsError {
 }
 
 /// Splits `--name=value`, or takes the value from the next argument.
-fn value_of<'a>(arg: &'a str, rest: &mut impl Iterator<Item = &'a OsString>) -> Option<(&'a str, Option<OsString>)> {
+fn value_of<'a>(arg: &'a str, rest: &mut impl Iterator<Item = &'a OsString>) -> (&'a str, Option<OsString>) {
     match arg.split_once('=') {
-        Some((name, v)) => Some((name, Some(OsString::from(v)))),
-        None => Some((arg, rest.next().cloned())),
+        Some((name, v)) => (name, Some(OsString::from(v))),
+        None => (arg, rest.next().cloned()),
     }
 }
 
@@ -62,7 +62,7 @@ impl Invocation {
         let mut i = 0;
         while let Some(arg) = args.get(i).and_then(|a| a.to_str()).filter(|a| a.starts_with("--gpuwarden-")) {
             let mut rest = args[i + 1..].iter();
-            let (name, value) = value_of(arg, &mut rest).expect("always some");
+            let (name, value) = value_of(arg, &mut rest);
             let takes_next = !arg.contains('=');
             let slot = match name {
                 "--gpuwarden-runtime" => &mut shim.runtime,
@@ -94,7 +94,7 @@ impl Invocation {
                 }
                 let name = a.split_once('=').map_or(a, |(n, _)| n);
                 if GLOBAL_WITH_VALUE.contains(&name) {
-                    let (_, v) = value_of(a, &mut it).expect("always some");
+                    let (_, v) = value_of(a, &mut it);
                     if name == "--log" {
                         log = v.map(PathBuf::from);
                     }
@@ -102,7 +102,7 @@ impl Invocation {
             } else if command.as_deref() == Some("create") {
                 let name = a.split_once('=').map_or(a, |(n, _)| n);
                 if CREATE_WITH_VALUE.contains(&name) {
-                    let (_, v) = value_of(a, &mut it).expect("always some");
+                    let (_, v) = value_of(a, &mut it);
                     if name == "--bundle" || name == "-b" {
                         bundle = v.map(PathBuf::from);
                     }

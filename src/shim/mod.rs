@@ -15,8 +15,8 @@ pub use args::{ArgsError, Invocation, ShimOptions};
 use std::path::{Path, PathBuf};
 
 use crate::cdi::inject::{self, HostNodes, InjectError, Specs};
-use crate::cdi::{OWNER_ENV, PROFILE_ENV};
-use crate::hook::{HookCall, Settings};
+use crate::oci::{OWNER_ENV, PROFILE_ENV};
+use crate::hookcall::{HookCall, Settings};
 use crate::oci::{ConfigError, ContainerConfig};
 
 /// The env NVIDIA's container runtime reads the devices from.
@@ -35,7 +35,7 @@ pub enum ShimError {
     #[error(transparent)]
     Precreate(#[from] crate::hook::PrecreateError),
     #[error(transparent)]
-    Write(#[from] crate::fsutil::AtomicWriteError),
+    Write(#[from] crate::base::fsutil::AtomicWriteError),
 }
 
 /// The CDI devices a config asks for: `NVIDIA_VISIBLE_DEVICES` as NVIDIA's
@@ -98,7 +98,7 @@ pub fn prepare(bundle: &Path, env: &ShimEnv) -> Result<Prepared, ShimError> {
     let hook_env = crate::hook::PrecreateEnv { settings: env.settings, admission: &env.admission, launcher: env.launcher.as_deref(), loader: &loader };
     let out = crate::hook::precreate(&cfg.to_json(), &hook_env)?;
     let mode = std::fs::metadata(&path).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0o644);
-    crate::fsutil::write_atomic(&path, &out, mode)?;
+    crate::base::fsutil::write_atomic(&path, &out, mode)?;
     Ok(Prepared::Rewritten { injected })
 }
 
@@ -106,7 +106,7 @@ pub fn prepare(bundle: &Path, env: &ShimEnv) -> Result<Prepared, ShimError> {
 /// runtime's error from the `--log` file, not from stderr, and `docker run`
 /// shows its `msg`.
 pub fn log_line(msg: &str, unix_seconds: u64) -> String {
-    let line = serde_json::json!({"level": "error", "msg": msg, "time": crate::clock::rfc3339(unix_seconds)});
+    let line = serde_json::json!({"level": "error", "msg": msg, "time": crate::base::clock::rfc3339(unix_seconds)});
     format!("{line}\n")
 }
 
@@ -114,7 +114,7 @@ pub fn log_line(msg: &str, unix_seconds: u64) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::hook::REFUSAL_ANNOTATION;
+    use crate::hookcall::REFUSAL_ANNOTATION;
 
     fn cfg(env: &[&str]) -> ContainerConfig {
         ContainerConfig::parse(serde_json::json!({"process": {"env": env, "args": ["sh"]}, "root": {"path": "rootfs"}}).to_string().as_bytes(), "t").unwrap()
@@ -156,7 +156,7 @@ devices:\n- name: comfyui\n  containerEdits:\n    env: [GPUWARDEN_PROFILE=comfyu
                 settings: &settings,
                 cdi_dirs: vec![self.specs.path().to_path_buf()],
                 host_nodes: &inject::stat_node,
-                admission: HookCall { path: "/usr/bin/gpuwarden-hook".into(), options: Vec::new() },
+                admission: HookCall { path: "/usr/bin/gpuwarden-hook".into(), options: Default::default() },
                 launcher: None,
             };
             prepare(self.dir.path(), &env)
@@ -177,7 +177,7 @@ devices:\n- name: comfyui\n  containerEdits:\n    env: [GPUWARDEN_PROFILE=comfyu
         let v: serde_json::Value = serde_json::from_slice(&c.to_json()).unwrap();
         assert_eq!(v["linux"]["devices"][0], serde_json::json!({"path": "/dev/nvidia0", "type": "c", "major": 1, "minor": 3}), "numbers from the host node");
         assert_eq!(c.hooks("createRuntime").len(), 1, "the spec's admission, not a second one");
-        assert_eq!(c.args()[0], crate::launch::LAUNCHER_PATH);
+        assert_eq!(c.args()[0], crate::hookcall::LAUNCHER_PATH);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub use bins::{bin, dist, hook_bin};
 
 pub mod docker;
 pub mod loaders;
+pub mod rootless;
 
 pub const VERSION: &str = "535.261.03";
 
@@ -100,6 +101,29 @@ pub fn driver_fixture() -> &'static Fixture {
     })
 }
 
+/// A process killed (and reaped) when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Debian package, built once per test process by scripts/deb.sh.
+pub fn deb_package() -> PathBuf {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let _lock = process_lock("deb-build");
+        let o = Command::new(repo().join("scripts/deb.sh")).output().unwrap();
+        assert!(o.status.success(), "scripts/deb.sh: {}", stderr(&o));
+        let last = stdout(&o).lines().last().expect("the .deb's path").to_string();
+        PathBuf::from(&last).canonicalize().unwrap_or_else(|_| repo().join(last))
+    })
+    .clone()
+}
+
 /// Writes `text` to a file in `dir` and returns its path as a string.
 pub fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
@@ -165,7 +189,29 @@ pub fn stand_in_server(config: &str, mps_dir: &Path, scratch: &Path, uid: u32) -
     mps(&["start"], Some(format!("{}:{}", stand_in.display(), std::env::var("PATH").unwrap_or_default())));
     ask_daemon(mps_dir, &format!("start_server -uid {uid}"));
     let status = mps(&["status"], None);
-    let user = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| gpuwarden::users::account_by_uid(&p, uid)).map(|a| a.name).unwrap();
+    let user = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| gpuwarden::base::users::account_by_uid(&p, uid)).map(|a| a.name).unwrap();
     assert!(status.contains(&format!("for uid {uid} ({user})")), "a server of uid {uid} runs, named:\n{status}");
     status.split("server pid ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap()
+}
+
+/// The /dev/nvidia* nodes there were; on drop, any made since is removed. NVIDIA's own
+/// libraries (NVML, libcuda), run as root, make /dev/nvidiactl where it is missing, and a
+/// test leaves the host's /dev as it found it.
+pub struct NodesAsBefore(Vec<std::ffi::OsString>);
+
+impl NodesAsBefore {
+    fn nodes() -> Vec<std::ffi::OsString> {
+        std::fs::read_dir("/dev").unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().starts_with("nvidia")).collect()
+    }
+    pub fn now() -> NodesAsBefore {
+        NodesAsBefore(Self::nodes())
+    }
+}
+
+impl Drop for NodesAsBefore {
+    fn drop(&mut self) {
+        for n in Self::nodes().into_iter().filter(|n| !self.0.contains(n)) {
+            let _ = std::fs::remove_file(std::path::Path::new("/dev").join(n));
+        }
+    }
 }

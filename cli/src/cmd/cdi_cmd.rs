@@ -5,62 +5,103 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{absolute, inventory_cmd, GenerateArgs, ListArgs, Result, ValidateArgs};
-use crate::spec_check::{minimum_version, validate_file, Severity};
-use gpuwarden::cdi::{self, build_spec, Kind, MpsMounts, SpecInput};
-use gpuwarden::hook::HookCall;
+use crate::spec_check::{validate_file, Severity};
+use gpuwarden::cdi::{self, Generated, Kind, MpsMounts, Placement, SpecInput};
+use gpuwarden::hookcall::{HookCall, HookOptions};
 use gpuwarden::config::Config;
-use gpuwarden::discover::{discover, Roots};
-use gpuwarden::inventory::InventorySource;
+use gpuwarden::host::discover::{discover, Roots};
+use gpuwarden::host::inventory::InventorySource;
+
+/// One generation of gpuwarden's spec, as `cdi generate` and `install` ask
+/// for it: plain values, whatever asked.
+#[derive(Debug)]
+pub struct SpecJob {
+    /// `--inventory`: a file, `builtin:NAME`, `-`; `None` for the configuration's, else NVML.
+    pub inventory: Option<String>,
+    pub driver_root: Option<PathBuf>,
+    pub output: PathBuf,
+    pub format: Option<cdi::Format>,
+    pub dev_root: Option<PathBuf>,
+    pub kind: Kind,
+    pub cdi_dirs: Vec<PathBuf>,
+    pub hook_path: Option<PathBuf>,
+    pub launcher_path: Option<PathBuf>,
+    /// Where the GPUs NVML found are written for the hooks.
+    pub inventory_file: PathBuf,
+    pub state_dir: Option<PathBuf>,
+    pub hooks: bool,
+    pub mps_folders: bool,
+}
+
+impl GenerateArgs {
+    pub fn job(&self) -> Result<SpecJob> {
+        Ok(SpecJob {
+            inventory: self.source.inventory.clone(),
+            driver_root: self.source.driver_root.clone(),
+            output: self.output.clone(),
+            format: self.format,
+            dev_root: self.dev_root.clone(),
+            kind: Kind::new(&self.vendor, &self.class)?,
+            cdi_dirs: self.cdi_dirs.clone(),
+            hook_path: self.hook_path.clone(),
+            launcher_path: self.launcher_path.clone(),
+            inventory_file: self.inventory_file.clone(),
+            state_dir: self.state_dir.clone(),
+            hooks: !self.no_hooks,
+            mps_folders: !self.no_mps_folders,
+        })
+    }
+}
 
 /// The options after `admit|release` that make the hooks see what the
 /// generator saw: the same configuration, GPUs and state folder. GPUs found
 /// through NVML are handed over as a file (`snapshot`), since the hooks never
 /// load NVML.
-fn hook_args(args: &GenerateArgs, source: &InventorySource, snapshot: Option<&Path>, config_file: Option<&Path>) -> Result<Vec<String>> {
-    let mut extra = Vec::new();
-    if let Some(c) = config_file {
-        extra.extend(["--config".to_string(), absolute(c).display().to_string()]);
-    }
-    let named = match (source, snapshot) {
+fn hook_args(job: &SpecJob, source: &InventorySource, snapshot: Option<&Path>, config_file: Option<&Path>) -> Result<HookOptions> {
+    let inventory = match (source, snapshot) {
         (InventorySource::File(p), _) if p.as_os_str() == "-" => {
             return Err("the hooks cannot read an inventory from stdin: write it to a file and pass --inventory FILE".into());
         }
         (InventorySource::Nvml { .. }, Some(file)) => Some(absolute(file).display().to_string()),
-        _ if args.source.inventory.is_some() => Some(source.to_string()),
+        _ if job.inventory.is_some() => Some(source.to_string()),
         _ => None,
     };
-    if let Some(named) = named {
-        extra.extend(["--inventory".to_string(), named]);
-    }
-    if let Some(dir) = &args.state_dir {
-        extra.extend(["--state-dir".to_string(), absolute(dir).display().to_string()]);
-    }
-    Ok(extra)
+    Ok(HookOptions { config: config_file.map(Path::to_path_buf), inventory, state_dir: job.state_dir.clone(), launcher_path: None })
 }
 
 pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>) -> Result<ExitCode> {
-    let kind = Kind::new(&args.vendor, &args.class)?;
-    let root = inventory_cmd::driver_root(args.source.driver_root.as_deref().unwrap_or(&config.cdi.driver_root))?;
-    let (source, inventory) = inventory_cmd::load(&args.source, config)?;
+    let job = args.job()?;
+    if let Some(summary) = write_spec(&job, config, config_file)? {
+        print!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Generates the spec `job` asks for (`gpuwarden::cdi::generate`) and writes
+/// it, with the NVML snapshot the hooks read; returns what was written, in a
+/// few lines. An output of `-` prints the spec and returns `None`.
+pub fn write_spec(job: &SpecJob, config: &Config, config_file: Option<&Path>) -> Result<Option<String>> {
+    let root = inventory_cmd::driver_root(job.driver_root.as_deref().unwrap_or(&config.cdi.driver_root))?;
+    let (source, inventory) = inventory_cmd::load(job.inventory.as_deref(), job.driver_root.as_deref(), config)?;
     // A profile device on a GPU whose reserves leave nothing could never start.
-    if let Some(problem) = gpuwarden::budget::reserve_problems(&inventory, &config.budget).into_iter().next() {
+    if let Some(problem) = gpuwarden::admission::budget::reserve_problems(&inventory, &config.budget).into_iter().next() {
         return Err(problem.into());
     }
-    let roots = Roots { driver: root, dev: absolute(args.dev_root.as_deref().unwrap_or(&config.cdi.dev_root)).join("dev") };
+    let roots = Roots { driver: root, dev: absolute(job.dev_root.as_deref().unwrap_or(&config.cdi.dev_root)).join("dev") };
     let discovery = discover(&roots, &inventory)?;
     let nvml = matches!(source, InventorySource::Nvml { .. });
-    let hooks = match args.no_hooks {
-        true => None,
-        false => {
-            let snapshot = nvml.then_some(args.inventory_file.as_path());
-            Some(HookCall { path: super::hook_binary(args.hook_path.as_deref())?, options: hook_args(args, &source, snapshot, config_file)? })
+    let hooks = match job.hooks {
+        false => None,
+        true => {
+            let snapshot = nvml.then_some(job.inventory_file.as_path());
+            Some(HookCall { path: super::hook_binary(job.hook_path.as_deref())?, options: hook_args(job, &source, snapshot, config_file)? })
         }
     };
     let profiles = config.profile_names();
     let mps = config.mps.enabled.then(|| MpsMounts { pipe: config.mps.pipe_directory.clone(), shm: config.mps.shm_directory.clone() });
-    let launcher = super::companion(args.launcher_path.as_deref(), "gpuwarden-launch", "--launcher-path")?;
+    let launcher = super::companion(job.launcher_path.as_deref(), "gpuwarden-launch", "--launcher-path")?;
     let input = SpecInput {
-        kind: &kind,
+        kind: &job.kind,
         inventory: &inventory,
         discovery: &discovery,
         profiles: &profiles,
@@ -68,27 +109,24 @@ pub fn generate(args: &GenerateArgs, config: &Config, config_file: Option<&Path>
         mps: mps.as_ref(),
         launcher: Some(&launcher),
     };
-    let mut spec = build_spec(&input);
     // NVIDIA's toolkit keeps the index, UUID and `all` names where it is installed or its spec is.
-    let (others, _) = cdi::scan(&args.cdi_dirs);
     let path: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    let left = cdi::leave_to_others(&mut spec, &others, &args.output, cdi::find_toolkit(&path).as_deref(), &inventory);
-    spec.cdi_version = minimum_version(&spec);
-    let format = args.format.unwrap_or_else(|| cdi::Format::for_path(&args.output));
-    if args.output == Path::new("-") {
+    let toolkit = cdi::find_toolkit(&path);
+    let Generated { spec, left } = cdi::generate(&input, &Placement { output: &job.output, cdi_dirs: &job.cdi_dirs, toolkit: toolkit.as_deref() });
+    let format = job.format.unwrap_or_else(|| cdi::Format::for_path(&job.output));
+    if job.output == Path::new("-") {
         print!("{}", cdi::render(&spec, format));
-        return Ok(ExitCode::SUCCESS);
+        return Ok(None);
     }
-    if nvml && !args.no_hooks {
-        write_inventory(&inventory, &args.inventory_file)?;
+    if nvml && job.hooks {
+        write_inventory(&inventory, &job.inventory_file)?;
     }
-    if config.mps.enabled && !args.no_mps_folders {
+    if config.mps.enabled && job.mps_folders {
         // The profile devices mount them; runc cannot mount what does not exist.
-        gpuwarden::mps::daemon::prepare_folders(&config.mps)?;
+        gpuwarden::host::mps::daemon::prepare_folders(&config.mps)?;
     }
-    cdi::install(&spec, format, &args.output, &args.cdi_dirs)?;
-    print!("{}", summary(&spec, &discovery, &args.output, &mps_line(config), &left));
-    Ok(ExitCode::SUCCESS)
+    cdi::install(&spec, format, &job.output, &job.cdi_dirs)?;
+    Ok(Some(summary(&spec, &discovery, &job.output, &mps_line(config), &left)))
 }
 
 /// What the profile devices get of MPS, and whether its daemon runs.
@@ -97,7 +135,7 @@ fn mps_line(config: &Config) -> String {
     if !m.enabled {
         return "MPS is off ([mps] enabled = false): profile containers are NOT limited on the GPU".into();
     }
-    let running = match gpuwarden::mps::daemon(&m.pipe_directory, Path::new("/proc")) {
+    let running = match gpuwarden::host::mps::daemon(&m.pipe_directory, Path::new("/proc")) {
         Ok(d) => format!("its control daemon runs (pid {})", d.pid),
         Err(_) => "its control daemon is not running: profile containers are refused until `gpuwarden mps start`".into(),
     };
@@ -105,21 +143,19 @@ fn mps_line(config: &Config) -> String {
 }
 
 /// Writes the inventory NVML gave, for the hooks, atomically (0644).
-fn write_inventory(inventory: &gpuwarden::inventory::Inventory, path: &Path) -> Result<()> {
+fn write_inventory(inventory: &gpuwarden::host::inventory::Inventory, path: &Path) -> Result<()> {
     // What runs on the GPUs now is no part of what they are.
     let mut inventory = inventory.clone();
     for g in &mut inventory.gpus {
         g.processes = None;
     }
-    let mut text = serde_json::to_vec_pretty(&inventory)?;
-    text.push(b'\n');
-    gpuwarden::fsutil::write_atomic_creating_folder(path, &text, 0o644)?;
+    gpuwarden::base::fsutil::write_atomic_creating_folder(path, gpuwarden::base::json::pretty(&inventory).as_bytes(), 0o644)?;
     Ok(())
 }
 
 /// What `generate` wrote, in a few lines: each device with its own nodes and
 /// hooks, then what every device gets.
-fn summary(spec: &cdi::Spec, discovery: &gpuwarden::discover::Discovery, path: &Path, mps: &str, left: &[(String, cdi::Owner)]) -> String {
+fn summary(spec: &cdi::Spec, discovery: &gpuwarden::host::discover::Discovery, path: &Path, mps: &str, left: &[(String, cdi::Owner)]) -> String {
     use std::fmt::Write as _;
     let mut out = format!("wrote {} (cdiVersion {})\n", path.display(), spec.cdi_version);
     let names: Vec<String> = spec.devices.iter().map(|d| format!("{}={}", spec.kind, d.name)).collect();
@@ -225,20 +261,20 @@ mod tests {
     fn gpus_from_nvml_reach_the_hooks_as_the_file_generate_writes() {
         let args = generate_args(&[]);
         let nvml = InventorySource::Nvml { library: None };
-        let opts = hook_args(&args, &nvml, Some(Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT)), None).unwrap();
-        assert_eq!(opts, ["--inventory", gpuwarden::hook::INVENTORY_SNAPSHOT]);
-        assert_eq!(args.inventory_file, Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT), "written there by default");
+        let opts = hook_args(&args.job().unwrap(), &nvml, Some(Path::new(gpuwarden::hookcall::INVENTORY_SNAPSHOT)), None).unwrap();
+        assert_eq!(opts.to_args(), ["--inventory", gpuwarden::hookcall::INVENTORY_SNAPSHOT]);
+        assert_eq!(args.inventory_file, Path::new(gpuwarden::hookcall::INVENTORY_SNAPSHOT), "written there by default");
     }
 
     #[test]
     fn a_named_inventory_config_and_state_folder_pass_to_the_hooks() {
         let args = generate_args(&["--inventory", "builtin:rtx4070", "--state-dir", "/srv/state"]);
-        let opts = hook_args(&args, &InventorySource::Builtin("rtx4070".into()), None, Some(Path::new("/etc/g.toml"))).unwrap();
-        assert_eq!(opts, ["--config", "/etc/g.toml", "--inventory", "builtin:rtx4070", "--state-dir", "/srv/state"]);
+        let opts = hook_args(&args.job().unwrap(), &InventorySource::Builtin("rtx4070".into()), None, Some(Path::new("/etc/g.toml"))).unwrap();
+        assert_eq!(opts.to_args(), ["--config", "/etc/g.toml", "--inventory", "builtin:rtx4070", "--state-dir", "/srv/state"]);
         // From config.toml: the hooks read the same file, so nothing is added.
-        let opts = hook_args(&generate_args(&[]), &InventorySource::Builtin("rtx4070".into()), None, None).unwrap();
-        assert!(opts.is_empty(), "{opts:?}");
-        let e = hook_args(&generate_args(&["--inventory", "-"]), &InventorySource::File("-".into()), None, None).unwrap_err();
+        let opts = hook_args(&generate_args(&[]).job().unwrap(), &InventorySource::Builtin("rtx4070".into()), None, None).unwrap();
+        assert!(opts.to_args().is_empty(), "{opts:?}");
+        let e = hook_args(&generate_args(&["--inventory", "-"]).job().unwrap(), &InventorySource::File("-".into()), None, None).unwrap_err();
         assert!(e.to_string().contains("cannot read an inventory from stdin"), "{e}");
     }
 }

@@ -14,7 +14,7 @@ pub fn show(named: Option<&Path>) -> Result<ExitCode> {
     // The reserves are checked against the GPUs when they can be known.
     match super::inventory_cmd::for_status(None, None, &config) {
         Ok(inventory) => {
-            let problems = gpuwarden::budget::reserve_problems(&inventory, &config.budget);
+            let problems = gpuwarden::admission::budget::reserve_problems(&inventory, &config.budget);
             for p in &problems {
                 eprintln!("gpuwarden: {p}");
             }
@@ -22,7 +22,7 @@ pub fn show(named: Option<&Path>) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Err(e) => tracing::info!("reserves not checked against the GPUs: {}", gpuwarden::text::one_line(e.as_ref())),
+        Err(e) => tracing::info!("reserves not checked against the GPUs: {}", gpuwarden::base::text::one_line(e.as_ref())),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,11 +6,11 @@ use std::process::{Command, ExitCode};
 
 use super::{DoctorArgs, Result};
 use gpuwarden::config::Config;
-use gpuwarden::doctor::{self, CdiFacts, DockerFacts, Engine, Facts, Gpus, HookFile, MpsFacts, Node, OurSpec, UserFacts, WatchFacts};
-use gpuwarden::install::under;
+use gpuwarden::admin::doctor::{self, CdiFacts, ContainerdFacts, DockerFacts, Engine, Facts, Gpus, HookFile, MpsFacts, Node, OurSpec, UserFacts, WatchFacts};
+use gpuwarden::admin::install::under;
 
 pub fn run(args: &DoctorArgs, config: &Config) -> Result<ExitCode> {
-    let findings = doctor::check(&gather(args, config));
+    let findings = doctor::check(&gather(&args.root, args.inventory.as_deref(), &args.cdi_dirs, args.dev_root.as_deref(), config));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doctor::render_json(&findings))?);
     } else {
@@ -19,17 +19,19 @@ pub fn run(args: &DoctorArgs, config: &Config) -> Result<ExitCode> {
     Ok(if doctor::blocks(&findings) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// Everything the checks need, from this host (or the tree under `--root`).
-pub fn gather(args: &DoctorArgs, config: &Config) -> Facts {
-    let root = args.root.as_path();
+/// Everything the checks need, from this host (or the tree under `root`):
+/// the GPUs from `stand_in` (else the configuration's, else NVML), the specs
+/// in `cdi_dirs` (none named: the default folders under `root`), the GPU
+/// nodes under `dev_root` (else the configuration's).
+pub fn gather(root: &Path, stand_in: Option<&str>, cdi_dirs: &[PathBuf], dev_root: Option<&Path>, config: &Config) -> Facts {
     let here = root == Path::new("/");
     let path: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    let stand_in = args.inventory.clone().or_else(|| config.inventory.clone());
+    let stand_in = stand_in.map(str::to_owned).or_else(|| config.inventory.clone());
     // Loaded once: the driver's facts and the MPS defaults' devices come from the same GPUs.
-    let inventory = super::inventory_cmd::for_status(stand_in.as_deref(), Some(&config.cdi.driver_root), config).map_err(|e| gpuwarden::text::one_line(e.as_ref()));
+    let inventory = super::inventory_cmd::for_status(stand_in.as_deref(), Some(&config.cdi.driver_root), config).map_err(|e| gpuwarden::base::text::one_line(e.as_ref()));
     let devices = inventory.as_ref().map_or(1, |inv| inv.gpus.len() as u32);
     let gpus = inventory.map(|inv| Gpus { driver_version: inv.driver_version.clone(), names: inv.gpus.iter().map(|g| g.name.clone()).collect() });
-    let cdi_dirs: Vec<PathBuf> = if args.cdi_dirs.is_empty() { gpuwarden::cdi::DEFAULT_SPEC_DIRS.iter().map(|d| under(root, Path::new(d))).collect() } else { args.cdi_dirs.clone() };
+    let cdi_dirs: Vec<PathBuf> = if cdi_dirs.is_empty() { gpuwarden::cdi::DEFAULT_SPEC_DIRS.iter().map(|d| under(root, Path::new(d))).collect() } else { cdi_dirs.to_vec() };
     Facts {
         gpus: Some(gpus),
         stand_in,
@@ -40,14 +42,15 @@ pub fn gather(args: &DoctorArgs, config: &Config) -> Facts {
             hook_files: hook_files(root),
         }),
         docker: ["/usr/bin/dockerd", "/usr/sbin/dockerd"].iter().any(|p| under(root, Path::new(p)).exists()).then(|| docker(root, here)),
+        containerd: ["/usr/bin/containerd", "/usr/local/bin/containerd"].iter().any(|p| under(root, Path::new(p)).exists()).then(|| containerd(root, here)),
         watch: WatchFacts {
             required: config.watch.required,
-            last_look: gpuwarden::watched::state::WatchState::load(&config.watch.state_file).ok().filter(|s| s.written_at > 0).map(|s| {
-                let now = gpuwarden::clock::unix_seconds();
+            last_look: gpuwarden::host::watched::state::WatchState::load(&config.watch.state_file).ok().filter(|s| s.written_at > 0).map(|s| {
+                let now = gpuwarden::base::clock::unix_seconds();
                 (now.saturating_sub(s.written_at), s.is_fresh(now))
             }),
         },
-        nodes: nodes(&args.dev_root.clone().unwrap_or_else(|| config.cdi.dev_root.clone()).join("dev")),
+        nodes: nodes(&dev_root.unwrap_or(&config.cdi.dev_root).join("dev")),
         user: user(root),
         broker: here.then(|| {
             let socket = config.broker.socket.clone();
@@ -65,12 +68,13 @@ fn version(program: &str) -> Option<String> {
 fn mps(config: &Config, path: &[PathBuf], devices: u32) -> MpsFacts {
     let m = &config.mps;
     let control = if m.control.is_absolute() { Some(m.control.clone()).filter(|p| p.is_file()) } else { path.iter().map(|d| d.join(&m.control)).find(|p| p.is_file()) };
-    let daemon = control.as_ref().map(|_| gpuwarden::mps::daemon(&m.pipe_directory, Path::new("/proc")).map(|d| d.pid).map_err(|e| e.to_string()));
-    let defaults = match (&daemon, gpuwarden::mps::Ceiling::of(config)) {
-        (Some(Ok(_)), Some(ceiling)) => Some(ceiling.verify(&gpuwarden::mps::ControlBinary::new(m), devices).map_err(|e| e.to_string())),
+    let daemon = control.as_ref().map(|_| gpuwarden::host::mps::daemon(&m.pipe_directory, Path::new("/proc")).map(|d| d.pid).map_err(|e| e.to_string()));
+    let defaults = match (&daemon, gpuwarden::host::mps::Ceiling::of(config)) {
+        (Some(Ok(_)), Some(ceiling)) => Some(ceiling.verify(&gpuwarden::host::mps::ControlBinary::new(m), devices).map_err(|e| e.to_string())),
         _ => None,
     };
-    MpsFacts { enabled: m.enabled, control, daemon, defaults }
+    let pipe_open = gpuwarden::base::fsutil::acl::read(&m.pipe_directory).is_ok_and(|acl| acl.other & gpuwarden::base::fsutil::acl::SEARCH != 0);
+    MpsFacts { enabled: m.enabled, control, daemon, defaults, pipe_open }
 }
 
 fn cdi(dirs: Vec<PathBuf>, path: &[PathBuf]) -> CdiFacts {
@@ -129,6 +133,14 @@ fn docker(root: &Path, here: bool) -> DockerFacts {
     DockerFacts { version: here.then(|| version("dockerd")).flatten(), daemon_json, runtime_exists }
 }
 
+/// containerd's version, its config file and whether a kubelet is there to use its CRI.
+fn containerd(root: &Path, here: bool) -> ContainerdFacts {
+    let file = under(root, Path::new("/etc/containerd/config.toml"));
+    let config = std::fs::read_to_string(&file).ok().map(|t| ContainerdFacts::parse_config(&t));
+    let kubelet = ["/usr/bin/kubelet", "/usr/local/bin/kubelet", "/var/lib/kubelet"].iter().any(|p| under(root, Path::new(p)).exists());
+    ContainerdFacts { version: here.then(|| version("containerd")).flatten(), config, kubelet }
+}
+
 fn nodes(dev: &Path) -> Vec<Node> {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dev) else { return Vec::new() };
@@ -148,14 +160,15 @@ fn nodes(dev: &Path) -> Vec<Node> {
 /// The user doctor speaks for: the one behind sudo, else the caller.
 fn user(root: &Path) -> Option<UserFacts> {
     let passwd = std::fs::read_to_string(under(root, Path::new("/etc/passwd"))).ok()?;
-    let by_name = std::env::var("SUDO_USER").ok().and_then(|n| gpuwarden::users::account_by_name(&passwd, &n));
-    let u = by_name.or_else(|| gpuwarden::users::account_by_uid(&passwd, nix::unistd::getuid().as_raw()))?;
+    let by_name = std::env::var("SUDO_USER").ok().and_then(|n| gpuwarden::base::users::account_by_name(&passwd, &n));
+    let u = by_name.or_else(|| gpuwarden::base::users::account_by_uid(&passwd, nix::unistd::getuid().as_raw()))?;
     let listed = |file: &str| {
         std::fs::read_to_string(under(root, Path::new(file)))
             .unwrap_or_default()
             .lines()
             .any(|l| l.split(':').next().is_some_and(|who| who == u.name || who == u.uid.to_string()))
     };
-    let groups = gpuwarden::users::groups_of(&std::fs::read_to_string(under(root, Path::new("/etc/group"))).unwrap_or_default(), &u);
-    Some(UserFacts { name: u.name.clone(), uid: u.uid, subuids: listed("/etc/subuid"), subgids: listed("/etc/subgid"), groups })
+    let groups = gpuwarden::base::users::groups_of(&std::fs::read_to_string(under(root, Path::new("/etc/group"))).unwrap_or_default(), &u);
+    let lingers = under(root, Path::new("/run/systemd/system")).is_dir().then(|| under(root, Path::new("/var/lib/systemd/linger")).join(&u.name).exists());
+    Some(UserFacts { name: u.name.clone(), uid: u.uid, subuids: listed("/etc/subuid"), subgids: listed("/etc/subgid"), groups, lingers })
 }

@@ -1,18 +1,19 @@
 //! `gpuwarden install` and `uninstall`: every piece in place in one step, and
 //! taken away again. The pieces are decided here; putting them in place and
-//! the record of what was put where are the library's (`gpuwarden::install`).
+//! the record of what was put where are the library's (`gpuwarden::admin::install`).
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{podman_cmd, GenerateArgs, GpuSource, InstallArgs, Result, UninstallArgs};
-use gpuwarden::hook::HookCall;
-use gpuwarden::install::{self, FilePiece, Plan};
+use super::cdi_cmd::{write_spec, SpecJob};
+use super::{podman_cmd, InstallArgs, Result, UninstallArgs};
+use gpuwarden::hookcall::{HookCall, HookOptions};
+use gpuwarden::admin::install::{self, FilePiece, Plan};
 
 /// The configuration the package and `install` put in place (never overwritten).
 pub const DEFAULT_CONFIG: &str = include_str!("../../../packaging/config.toml");
 pub const CONFIG_PATH: &str = "/etc/gpuwarden/config.toml";
-pub const SPEC_PATH: &str = "/etc/cdi/gpuwarden.yaml";
+pub const SPEC_PATH: &str = gpuwarden::cdi::DEFAULT_SPEC;
 const HOOKS_D: &str = "/usr/share/containers/oci/hooks.d";
 const UNIT_DIR: &str = "/etc/systemd/system";
 
@@ -59,7 +60,7 @@ fn docker_has_cdi(args: &InstallArgs) -> bool {
 
 /// Whether `dockerd --version` ("Docker version 26.1.5+dfsg1, build ...") names 25 or later.
 fn knows_cdi(version: &str) -> bool {
-    gpuwarden::doctor::version_at_least(version, 25, 0) == Some(true)
+    gpuwarden::admin::doctor::version_at_least(version, 25, 0) == Some(true)
 }
 
 /// A binary to install: the one beside this `gpuwarden` (scripts/build.sh puts them together).
@@ -91,7 +92,7 @@ fn plan(args: &InstallArgs, podman: bool, docker: bool) -> Result<Plan> {
         files.push(FilePiece { path: Path::new(UNIT_DIR).join(name), content: text.replace("/usr/local/bin/", &prefix).into_bytes(), mode: 0o644, keep_existing: false });
     }
     if podman {
-        let hook = HookCall { path: at("gpuwarden-hook"), options: vec!["--launcher-path".into(), at("gpuwarden-launch").display().to_string()] };
+        let hook = HookCall { path: at("gpuwarden-hook"), options: HookOptions { launcher_path: Some(at("gpuwarden-launch")), ..Default::default() } };
         files.push(FilePiece { path: Path::new(HOOKS_D).join(podman_cmd::HOOK_FILE), content: podman_cmd::precreate_hook_json(&hook).into_bytes(), mode: 0o644, keep_existing: false });
     }
     Ok(Plan { files, docker })
@@ -104,33 +105,34 @@ fn generate_spec(args: &InstallArgs) -> Result<()> {
     let config_file = install::under(root, Path::new(CONFIG_PATH));
     let config = gpuwarden::config::Config::load_from(Some(&config_file))?;
     let spec = install::under(root, Path::new(SPEC_PATH));
-    let generate = GenerateArgs {
-        source: GpuSource { inventory: None, driver_root: None },
+    let job = SpecJob {
+        inventory: None,
+        driver_root: None,
         output: spec.clone(),
         format: None,
         dev_root: None,
-        vendor: "nvidia.com".into(),
-        class: "gpu".into(),
+        kind: gpuwarden::cdi::Kind::new("nvidia.com", "gpu")?,
         cdi_dirs: gpuwarden::cdi::DEFAULT_SPEC_DIRS.iter().map(|d| install::under(root, Path::new(d))).collect(),
         hook_path: Some(args.bin_dir.join("gpuwarden-hook")),
         launcher_path: Some(args.bin_dir.join("gpuwarden-launch")),
-        inventory_file: install::under(root, Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT)),
+        inventory_file: install::under(root, Path::new(gpuwarden::hookcall::INVENTORY_SNAPSHOT)),
         state_dir: None,
-        no_hooks: false,
-        no_mps_folders: true,
+        hooks: true,
+        mps_folders: false,
     };
     install::prepare_dirs(root, Path::new(SPEC_PATH))?;
-    let snapshot_before = generate.inventory_file.exists();
-    match super::cdi_cmd::generate(&generate, &config, None) {
-        Ok(_) => {
+    let snapshot_before = job.inventory_file.exists();
+    match write_spec(&job, &config, None) {
+        Ok(summary) => {
+            print!("{}", summary.unwrap_or_default());
             install::adopt(root, Path::new(SPEC_PATH))?;
-            if !snapshot_before && generate.inventory_file.exists() {
-                install::adopt(root, Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT))?;
+            if !snapshot_before && job.inventory_file.exists() {
+                install::adopt(root, Path::new(gpuwarden::hookcall::INVENTORY_SNAPSHOT))?;
             }
         }
         Err(e) => println!(
             "note    the CDI spec is not written now: {}\n        gpuwarden-cdi-refresh.service writes it at boot and when the driver changes (or run `gpuwarden cdi generate`)",
-            gpuwarden::text::one_line(e.as_ref())
+            gpuwarden::base::text::one_line(e.as_ref())
         ),
     }
     Ok(())
@@ -166,11 +168,15 @@ pub fn install(args: &InstallArgs) -> Result<ExitCode> {
     if changes.iter().any(|c| matches!(c, install::Change::MergeDaemonJson(_))) {
         println!("next: restart Docker so it reads daemon.json (systemctl restart docker, or kill -HUP the dockerd process)");
     }
+    if args.package {
+        // The package's own lines start the units after this; a report now would list them as missing.
+        println!("the package enables and starts the units next; then `gpuwarden doctor` says what is still missing");
+        return Ok(ExitCode::SUCCESS);
+    }
     // What is still missing before a GPU container runs (units not started yet, no driver, ...).
     let config = gpuwarden::config::Config::load_from(Some(&install::under(root, Path::new(CONFIG_PATH))))?;
-    let doctor = super::DoctorArgs { json: false, root: root.clone(), inventory: None, cdi_dirs: Vec::new(), dev_root: None };
     println!("\nthe host now, as `gpuwarden doctor` sees it:");
-    print!("{}", gpuwarden::doctor::render_text(&gpuwarden::doctor::check(&super::doctor_cmd::gather(&doctor, &config))));
+    print!("{}", gpuwarden::admin::doctor::render_text(&gpuwarden::admin::doctor::check(&super::doctor_cmd::gather(root, None, &[], None, &config))));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -202,20 +208,22 @@ mod tests {
     #[test]
     fn the_package_the_help_and_install_name_the_same_units() {
         let names: Vec<&str> = UNITS.iter().map(|(n, _)| *n).collect();
-        let postinst = include_str!("../../../packaging/debian/postinst");
-        assert!(postinst.contains(&format!("systemctl enable --now {}", names.join(" "))), "postinst enables {names:?}");
-        let prerm = include_str!("../../../packaging/debian/prerm");
-        let reversed: Vec<&str> = names.iter().rev().copied().collect();
-        assert!(prerm.contains(&format!("systemctl disable --now {}", reversed.join(" "))), "prerm disables {reversed:?}");
         let cmd = <super::super::Cli as clap::CommandFactory>::command();
         let install = cmd.find_subcommand("install").unwrap();
         let help = install.get_long_about().or(install.get_about()).unwrap().to_string();
         for n in &names {
             assert!(help.contains(n), "install --help names {n}: {help}");
         }
+        // The package enables and starts each through debhelper's lines: one systemd-units
+        // entry per unit name, which installs its .service, .socket and .path files.
         let deb = include_str!("../../Cargo.toml");
         for n in &names {
-            assert!(deb.contains(&format!("units/{n}\"")), "the package ships {n}");
+            let stem = n.rsplit_once('.').unwrap().0;
+            assert!(deb.contains(&format!("unit-name = \"{stem}\", unit-scripts = \"../target/deb-assets/units\", enable = true, start = true")), "the package enables {n}");
+        }
+        for script in [include_str!("../../../packaging/debian/postinst"), include_str!("../../../packaging/debian/prerm"), include_str!("../../../packaging/debian/postrm")] {
+            assert!(script.contains("#DEBHELPER#"), "debhelper's lines go into every maintainer script");
+            assert!(!script.lines().any(|l| l.trim_start().starts_with("systemctl")), "units are debhelper's: {script}");
         }
     }
 

@@ -4,19 +4,20 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::{GpuSource, Result};
+use super::Result;
 use gpuwarden::config::Config;
-use gpuwarden::discover::DriverRoot;
-use gpuwarden::inventory::{Inventory, InventorySource, NvmlProbe};
+use gpuwarden::host::discover::DriverRoot;
+use gpuwarden::host::inventory::{Inventory, InventorySource, NvmlProbe};
 
 pub fn driver_root(path: &Path) -> Result<DriverRoot> {
     DriverRoot::new(path).map_err(|e| format!("driver root {}: {e}", path.display()).into())
 }
 
-pub fn load(src: &GpuSource, config: &Config) -> Result<(InventorySource, Inventory)> {
-    let root = driver_root(src.driver_root.as_deref().unwrap_or(&config.cdi.driver_root))?;
-    let source = InventorySource::choose(src.inventory.as_deref(), config.inventory.as_deref(), &root)?;
-    let inventory = source.load(&NvmlProbe)?;
+/// The GPUs from `named` (`--inventory`), else the configuration's stand-in, else NVML.
+pub fn load(named: Option<&str>, driver: Option<&Path>, config: &Config) -> Result<(InventorySource, Inventory)> {
+    let root = driver_root(driver.unwrap_or(&config.cdi.driver_root))?;
+    let source = gpuwarden::host::discover::source::choose(named, config.inventory.as_deref(), &root)?;
+    let inventory = gpuwarden::host::discover::source::load_on(&source, &NvmlProbe, &root)?;
     Ok((source, inventory))
 }
 
@@ -24,14 +25,15 @@ pub fn load(src: &GpuSource, config: &Config) -> Result<(InventorySource, Invent
 /// (`--inventory`, the configuration's, or the file `cdi generate` wrote),
 /// else NVML.
 pub fn for_status(named: Option<&str>, root: Option<&Path>, config: &Config) -> Result<Inventory> {
-    let snapshot = Path::new(gpuwarden::hook::INVENTORY_SNAPSHOT);
-    let named = named.or(config.inventory.as_deref()).or_else(|| snapshot.is_file().then_some(gpuwarden::hook::INVENTORY_SNAPSHOT));
+    let snapshot = Path::new(gpuwarden::hookcall::INVENTORY_SNAPSHOT);
+    let named = named.or(config.inventory.as_deref()).or_else(|| snapshot.is_file().then_some(gpuwarden::hookcall::INVENTORY_SNAPSHOT));
     let root = driver_root(root.unwrap_or(Path::new("/")))?;
-    Ok(InventorySource::choose(named, None, &root)?.load(&NvmlProbe)?)
+    let source = gpuwarden::host::discover::source::choose(named, None, &root)?;
+    Ok(gpuwarden::host::discover::source::load_on(&source, &NvmlProbe, &root)?)
 }
 
 pub fn run(args: &super::InventoryArgs, config: &Config) -> Result<ExitCode> {
-    let (_, inv) = load(&args.source, config)?;
+    let (_, inv) = load(args.source.inventory.as_deref(), args.source.driver_root.as_deref(), config)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&inv)?);
         return Ok(ExitCode::SUCCESS);

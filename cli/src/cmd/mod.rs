@@ -1,6 +1,7 @@
-//! The command line: argument definitions and dispatch. Each command lives
-//! in its own module and only calls the library.
+//! The command line: the commands and dispatch (each command's arguments
+//! are in `args`). Each command lives in its own module and only calls the library.
 
+mod args;
 mod cdi_cmd;
 mod config_cmd;
 mod doctor_cmd;
@@ -15,7 +16,9 @@ mod watch_cmd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+pub use args::*;
 
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -119,319 +122,41 @@ pub enum Command {
     /// The driver and NVML; the MPS package, daemon and defaults; gpuwarden's CDI spec
     /// (present, made for the loaded driver, no host path gone) and specs that define a
     /// device twice; Podman's version and hooks.d file; Docker's runtime and CDI setting;
-    /// the watchdog; the GPU device nodes' mode and group (who can reach the GPU around
+    /// whether containerd's CRI applies CDI devices (a failure where a kubelet uses it:
+    /// with CDI off, containerd drops a pod's devices silently); the watchdog; the GPU device nodes' mode and group (who can reach the GPU around
     /// gpuwarden); and, for the user running it (or behind sudo), rootless readiness.
     /// Exits 1 when something blocks GPU containers.
     Doctor(DoctorArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct DoctorArgs {
-    /// Print JSON for scripts: {"ready": bool, "findings": [{check, level, text, fix}]}.
-    #[arg(long)]
-    pub json: bool,
-    /// Check the files of the host installed under this folder (as `install --root`).
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// GPU inventory instead of NVML (a stand-in, said as such; see `gpuwarden inventory --help`).
-    #[arg(long, value_name = "FILE|builtin:NAME")]
-    pub inventory: Option<String>,
-    /// Spec folders to check (repeatable; default: /etc/cdi and /var/run/cdi under --root).
-    #[arg(long = "cdi-dir", value_name = "DIR")]
-    pub cdi_dirs: Vec<PathBuf>,
-    /// The root that holds dev/ with the GPU nodes (default: [cdi] dev_root, else /).
-    #[arg(long, value_name = "DIR")]
-    pub dev_root: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct InstallArgs {
-    /// Podman's pieces (default: if /usr/bin/podman is on the target).
-    #[arg(long)]
-    pub podman: bool,
-    /// Docker's pieces (default: if dockerd is on the target).
-    #[arg(long)]
-    pub docker: bool,
-    /// Install under this folder instead of / (for tests and packagers).
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// Where the binaries go, on the target.
-    #[arg(long, value_name = "DIR", default_value = "/usr/local/bin")]
-    pub bin_dir: PathBuf,
-    /// Whether the Docker engine has CDI (25+): then daemon.json also gets features.cdi
-    /// and the runtime as default-runtime. auto asks `dockerd --version` (no, under --root).
-    #[arg(long, value_name = "auto|yes|no", default_value = "auto", value_parser = ["auto", "yes", "no"])]
-    pub docker_cdi: String,
-    /// Print each change instead of making it.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Only what a package cannot ship as files: the runtime in daemon.json and the CDI
-    /// spec (the Debian package's postinst runs `install --package --bin-dir /usr/bin`).
-    #[arg(long)]
-    pub package: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct UninstallArgs {
-    /// The folder `install --root` installed under.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// Print each change instead of making it.
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-/// Where the GPUs are learnt from.
-#[derive(Debug, Clone, Args)]
-pub struct GpuSource {
-    /// GPU inventory instead of NVML: a JSON file as `inventory --json` prints, `-` for stdin,
-    /// or `builtin:rtx4070` (one RTX 4070, 12 GiB, driver 535.261.03) for machines without a GPU.
-    #[arg(long, value_name = "FILE|builtin:NAME")]
-    pub inventory: Option<String>,
-    /// Folder holding the driver's files (libraries, binaries) (default: [cdi] driver_root
-    /// in the configuration, else /).
-    #[arg(long, value_name = "DIR")]
-    pub driver_root: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct InventoryArgs {
-    #[command(flatten)]
-    pub source: GpuSource,
-    /// Print JSON (the inventory file format) instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-// Parsed once per run: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Subcommand)]
-pub enum CdiCommand {
-    /// Discover GPUs, device nodes, driver libraries and binaries, and write a CDI spec.
+    /// Print a shell's completion script for gpuwarden.
     ///
-    /// Devices: each GPU by index and UUID, `all`, and one per profile (`comfyui`,
-    /// `blender`; `gpuN-PROFILE` per GPU on hosts with several). Where another spec of the
-    /// kind defines the index, UUID or `all` devices, or NVIDIA's toolkit (nvidia-ctk) is
-    /// installed and writes them, they are left to it: no name is defined twice, whichever
-    /// spec is written last. Libraries are mounted
-    /// read-only under their file name and SONAME, so `--read-only` containers work.
-    /// The spec has the lowest cdiVersion its content needs (0.5.0, which Podman 4.3 reads).
-    Generate(GenerateArgs),
-    /// List every CDI device on this host and the spec that defines it.
-    List(ListArgs),
-    /// Check CDI specs: schema, names, versions, and host paths that do not exist.
-    Validate(ValidateArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct GenerateArgs {
-    #[command(flatten)]
-    pub source: GpuSource,
-    /// Where to write the spec; `-` prints it.
-    #[arg(long, short, value_name = "PATH|-", default_value = "/etc/cdi/gpuwarden.yaml")]
-    pub output: PathBuf,
-    /// Spec format; by default JSON for a .json output, YAML otherwise.
-    #[arg(long, value_enum)]
-    pub format: Option<gpuwarden::cdi::Format>,
-    /// The root that holds dev/ (device nodes are looked for in DIR/dev), as in
-    /// nvidia-ctk: `/` is the host (default: [cdi] dev_root in the configuration, else /).
-    #[arg(long, value_name = "DIR")]
-    pub dev_root: Option<PathBuf>,
-    /// CDI vendor of the devices.
-    #[arg(long, default_value = "nvidia.com")]
-    pub vendor: String,
-    /// CDI class of the devices. Beside NVIDIA's spec the default works: gpuwarden leaves it
-    /// the names it defines (all, indexes, UUIDs) and writes its profile devices.
-    #[arg(long, default_value = "gpu")]
-    pub class: String,
-    /// Spec folders read for the devices other specs define (repeatable; the environment
-    /// variable takes a colon-separated list, as gpuwarden-runtime reads it).
-    #[arg(long = "cdi-dir", value_name = "DIR", env = "GPUWARDEN_CDI_SPEC_DIRS", value_delimiter = ':', default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
-    pub cdi_dirs: Vec<PathBuf>,
-    /// The hook binary the runtime runs (default: gpuwarden-hook next to this binary).
-    #[arg(long, value_name = "PATH")]
-    pub hook_path: Option<PathBuf>,
-    /// The launcher mounted into profile containers, statically linked (default:
-    /// gpuwarden-launch next to this binary).
-    #[arg(long, value_name = "PATH")]
-    pub launcher_path: Option<PathBuf>,
-    /// Where to write the GPUs NVML found, for the hooks (which never load NVML).
-    #[arg(long, value_name = "FILE", default_value = gpuwarden::hook::INVENTORY_SNAPSHOT)]
-    pub inventory_file: PathBuf,
-    /// State folder the admission hooks use (default: the configuration's, /run/gpuwarden).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Leave the admission hooks out of the profile devices.
-    #[arg(long)]
-    pub no_hooks: bool,
-    /// Do not make the MPS folders (install does not; the MPS unit makes them).
-    #[arg(long, hide = true)]
-    pub no_mps_folders: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    /// Spec folders to list (repeatable; or colon-separated in the environment variable).
-    #[arg(long = "cdi-dir", value_name = "DIR", env = "GPUWARDEN_CDI_SPEC_DIRS", value_delimiter = ':', default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
-    pub cdi_dirs: Vec<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct ValidateArgs {
-    /// Spec files to check; by default every spec in the spec folders.
-    pub files: Vec<PathBuf>,
-    /// Spec folders checked when no file is named (repeatable).
-    #[arg(long = "cdi-dir", value_name = "DIR", env = "GPUWARDEN_CDI_SPEC_DIRS", value_delimiter = ':', default_values = gpuwarden::cdi::DEFAULT_SPEC_DIRS)]
-    pub cdi_dirs: Vec<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
-    /// Print the effective configuration (defaults with the file applied) as TOML.
-    Show,
-}
-
-/// Where `status` finds the GPUs and the ledger (the hooks take the same options).
-#[derive(Debug, Clone, Args)]
-pub struct LedgerArgs {
-    /// GPU inventory instead of NVML (see `gpuwarden inventory --help`); overrides the configuration's.
-    #[arg(long, value_name = "FILE|builtin:NAME")]
-    pub inventory: Option<String>,
-    /// State folder holding the ledger (default: the configuration's, /run/gpuwarden).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Folder holding the driver (NVML is loaded from there).
-    #[arg(long, value_name = "DIR")]
-    pub driver_root: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    pub ledger: LedgerArgs,
-    /// Print JSON for scripts.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LedgerCommand {
-    /// Move an unreadable ledger aside (kept as ledger.json.bad-SECONDS) and start an empty one.
-    ///
-    /// A readable, empty ledger is left as it is; one that holds reservations is
-    /// reset only with --force (kept as ledger.json.discarded-SECONDS).
-    Reset {
-        /// State folder holding the ledger (default: the configuration's, /run/gpuwarden).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
-        /// Also reset a readable ledger that still holds reservations (they are kept in the copy).
-        #[arg(long)]
-        force: bool,
+    /// The Debian package installs them for bash, zsh and fish. From source:
+    ///   gpuwarden completions bash > /usr/share/bash-completion/completions/gpuwarden
+    ///   gpuwarden completions zsh > /usr/local/share/zsh/site-functions/_gpuwarden
+    ///   gpuwarden completions fish > /usr/share/fish/vendor_completions.d/gpuwarden.fish
+    Completions {
+        /// bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: Shell,
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum QueueCommand {
-    /// End a container's wait: its `podman run` (or `docker run`) is refused at once.
-    ///
-    /// Podman holds a container's lock while its hooks run, so `podman rm -f` and
-    /// Ctrl-C on `podman run` wait until the wait ends; this ends it. Root cancels
-    /// any; a user (rootless Podman) cancels their own, through the broker.
-    Cancel {
-        /// The container: its id (12 characters or more) or its name.
-        container: String,
-        /// State folder holding the ledger (default: the configuration's, /run/gpuwarden).
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
-    },
+/// The shells completions are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum MpsCommand {
-    /// Start the control daemon and set its defaults to the largest profile on every GPU.
-    ///
-    /// The daemon gets gpuwarden's pipe, log and shm folders ([mps] in config.toml,
-    /// under /run/gpuwarden/mps by default, root-owned) and runs with the shm folder
-    /// as its /dev/shm, which profile containers share with it. Its defaults bind
-    /// every MPS client whatever the client's own environment says; they are read
-    /// back, and a daemon that does not hold them is stopped again. Running it
-    /// again on a live daemon sets and checks the defaults again.
-    Start(MpsArgs),
-    /// Ask the daemon to quit, and wait until it is gone.
-    ///
-    /// When config.toml no longer parses, the daemon `mps start` started from that file
-    /// is found by the mark it left in the daemon's environment, and stopped.
-    Stop,
-    /// The daemon, its defaults, its servers (with their UID) and their clients.
-    Status(MpsArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LiveArgs {
-    /// GPU inventory instead of NVML, with `processes` per GPU (a stand-in for NVML).
-    #[arg(long, value_name = "FILE")]
-    pub inventory: Option<String>,
-    /// Folder holding the driver (NVML is loaded from there).
-    #[arg(long, value_name = "DIR")]
-    pub driver_root: Option<PathBuf>,
-    /// Seconds between two looks.
-    #[arg(long, value_name = "SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub interval: u64,
-    /// Write once and exit.
-    #[arg(long)]
-    pub once: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct WatchArgs {
-    /// GPU inventory with `processes` per GPU instead of NVML (a stand-in for NVML),
-    /// read again at every look.
-    #[arg(long, value_name = "FILE")]
-    pub inventory: Option<String>,
-    /// Folder holding the driver (NVML is loaded from there).
-    #[arg(long, value_name = "DIR")]
-    pub driver_root: Option<PathBuf>,
-    /// Seconds between two looks (default: [watch] interval_seconds).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub interval: Option<u64>,
-    /// Look once, act, and exit.
-    #[arg(long)]
-    pub once: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics: PORT alone means 127.0.0.1:PORT
-    /// (loopback); name another address to serve beyond this host.
-    #[arg(long, value_name = "ADDR|PORT")]
-    pub metrics: Option<String>,
-}
-
-/// Where `mps` learns how many GPUs there are (the defaults are set per GPU).
-#[derive(Debug, Clone, Args)]
-pub struct MpsArgs {
-    /// GPU inventory instead of NVML (see `gpuwarden inventory --help`).
-    #[arg(long, value_name = "FILE|builtin:NAME")]
-    pub inventory: Option<String>,
-    /// Folder holding the driver (NVML is loaded from there).
-    #[arg(long, value_name = "DIR")]
-    pub driver_root: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum PodmanCommand {
-    /// Install the hooks.d file that runs `gpuwarden-hook precreate` for every container.
-    InstallHook {
-        /// Podman's hooks folder.
-        #[arg(long, value_name = "DIR", default_value = "/usr/share/containers/oci/hooks.d")]
-        hooks_dir: PathBuf,
-        /// The hook binary Podman runs (default: gpuwarden-hook next to this binary).
-        #[arg(long = "hook-path", visible_alias = "binary", value_name = "PATH")]
-        hook_path: Option<PathBuf>,
-        /// The launcher the hook mounts into profile containers that lack it (default:
-        /// gpuwarden-launch next to this binary).
-        #[arg(long, value_name = "PATH")]
-        launcher_path: Option<PathBuf>,
-        /// Print the file instead of installing it.
-        #[arg(long)]
-        print: bool,
-    },
+/// Writes `shell`'s completion script for the `gpuwarden` command to `out`.
+pub fn completions(shell: Shell, out: &mut dyn std::io::Write) {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let generator = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(generator, &mut cmd, "gpuwarden", out);
 }
 
 fn load_config(cli_config: &Option<PathBuf>) -> std::result::Result<gpuwarden::config::Config, gpuwarden::config::ConfigError> {
@@ -451,14 +176,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => status_cmd::status(&args, &settings()?),
         Command::Ledger(LedgerCommand::Reset { state_dir, force }) => status_cmd::ledger_reset(state_dir, force, &settings()?),
         Command::Queue(QueueCommand::Cancel { container, state_dir }) => status_cmd::queue_cancel(&container, state_dir, &settings()?),
-        Command::Live(args) => live_cmd::run(&args, &settings()?),
-        Command::Watch(args) => watch_cmd::run(&args, &settings()?),
+        Command::Live(args) => live_cmd::run(&args, &settings()?, cli.config.as_deref()),
+        Command::Watch(args) => watch_cmd::run(&args, &settings()?, cli.config.as_deref()),
         Command::Mps(MpsCommand::Start(args)) => mps_cmd::start(&args, &settings()?, cli.config.as_deref()),
         Command::Mps(MpsCommand::Stop) => mps_cmd::stop(settings(), cli.config.as_deref()),
         Command::Mps(MpsCommand::Status(args)) => mps_cmd::status(&args, &settings()?),
         Command::Install(args) => install_cmd::install(&args),
         Command::Uninstall(args) => install_cmd::uninstall(&args),
         Command::Doctor(args) => doctor_cmd::run(&args, &settings()?),
+        Command::Completions { shell } => {
+            completions(shell, &mut std::io::stdout().lock());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Podman(PodmanCommand::InstallHook { hooks_dir, hook_path, launcher_path, print }) => {
             let launcher = companion(launcher_path.as_deref(), "gpuwarden-launch", "--launcher-path")?;
             podman_cmd::install_hook(&hooks_dir, hook_path, &launcher, print, cli.config.as_deref())
@@ -466,14 +195,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-use gpuwarden::clock::unix_seconds as now;
+use gpuwarden::base::clock::unix_seconds as now;
 
-use gpuwarden::fsutil::absolute;
+use gpuwarden::base::fsutil::absolute;
 
 /// The hook binary: `--hook-path`, else `gpuwarden-hook` next to this binary
 /// (where `scripts/build.sh` and the package put it).
 fn hook_binary(given: Option<&std::path::Path>) -> Result<PathBuf> {
-    companion(given, gpuwarden::hook::HOOK_BINARY, "--hook-path")
+    companion(given, gpuwarden::hookcall::HOOK_BINARY, "--hook-path")
 }
 
 /// `given`, else the binary `name` next to this one.
@@ -481,10 +210,5 @@ fn companion(given: Option<&std::path::Path>, name: &str, flag: &str) -> Result<
     if let Some(p) = given {
         return Ok(absolute(p));
     }
-    let me = std::env::current_exe()?.canonicalize()?;
-    let found = me.with_file_name(name);
-    if !found.is_file() {
-        return Err(format!("{} not found next to {}: install it there, or pass {flag}", found.display(), me.display()).into());
-    }
-    Ok(found)
+    gpuwarden::hookcall::sibling(name).map_err(|e| format!("{e}: install it there, or pass {flag}").into())
 }

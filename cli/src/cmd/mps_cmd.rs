@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use super::{inventory_cmd, MpsArgs, Result};
 use gpuwarden::config::Config;
-use gpuwarden::mps::daemon::{self, DaemonStatus, Started, Stopped};
-use gpuwarden::mps::Ceiling;
+use gpuwarden::host::mps::daemon::{self, DaemonStatus, Started, Stopped};
+use gpuwarden::host::mps::Ceiling;
 
 fn devices(args: &MpsArgs, config: &Config) -> Result<u32> {
     let inventory = inventory_cmd::for_status(args.inventory.as_deref(), args.driver_root.as_deref(), config)?;
@@ -16,7 +16,7 @@ fn devices(args: &MpsArgs, config: &Config) -> Result<u32> {
 /// The file a configuration was read from (or would be), absolute: the mark
 /// `mps start` leaves in the daemon's environment.
 fn config_file(named: Option<&std::path::Path>) -> std::path::PathBuf {
-    gpuwarden::fsutil::absolute(named.unwrap_or(std::path::Path::new(gpuwarden::config::DEFAULT_CONFIG_PATH)))
+    gpuwarden::base::fsutil::absolute(named.unwrap_or(std::path::Path::new(gpuwarden::config::DEFAULT_CONFIG_PATH)))
 }
 
 pub fn start(args: &MpsArgs, config: &Config, named: Option<&std::path::Path>) -> Result<ExitCode> {
@@ -37,6 +37,11 @@ pub fn start(args: &MpsArgs, config: &Config, named: Option<&std::path::Path>) -
         ceiling.pinned.mps_limit(),
         devices.saturating_sub(1)
     );
+    // Its control socket changes the defaults for every client: only those who use the GPU may reach it.
+    match gpuwarden::host::mps::access::close_pipe(config, std::path::Path::new("/")) {
+        Ok(line) => println!("{line}"),
+        Err(warning) => eprintln!("gpuwarden: {warning}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -50,7 +55,7 @@ pub fn stop(config: std::result::Result<Config, gpuwarden::config::ConfigError>,
             let file = config_file(named);
             let recorded = daemon::started_from(&file, std::path::Path::new("/proc"));
             if recorded.is_empty() {
-                return Err(format!("{}; and no MPS control daemon that `gpuwarden mps start` started from {} runs, so there is nothing to stop", gpuwarden::text::one_line(&e), file.display()).into());
+                return Err(format!("{}; and no MPS control daemon that `gpuwarden mps start` started from {} runs, so there is nothing to stop", gpuwarden::base::text::one_line(&e), file.display()).into());
             }
             for r in recorded {
                 daemon::stop(&r.mps)?;
@@ -58,7 +63,7 @@ pub fn stop(config: std::result::Result<Config, gpuwarden::config::ConfigError>,
                     "stopped the MPS control daemon (pid {}) that `gpuwarden mps start` started from {}: that file does not parse now ({}), so its pipe directory {} came from the daemon's environment",
                     r.pid,
                     file.display(),
-                    gpuwarden::text::one_line(&e),
+                    gpuwarden::base::text::one_line(&e),
                     r.mps.pipe_directory.display()
                 );
             }
@@ -90,7 +95,7 @@ pub fn render(config: &Config, status: std::result::Result<DaemonStatus, daemon:
     let s = match status {
         Ok(s) => s,
         Err(e) => {
-            let _ = writeln!(out, "MPS  {}; profile containers are refused until it runs", gpuwarden::text::one_line(&e));
+            let _ = writeln!(out, "MPS  {}; profile containers are refused until it runs", gpuwarden::base::text::one_line(&e));
             return out;
         }
     };
@@ -107,7 +112,7 @@ pub fn render(config: &Config, status: std::result::Result<DaemonStatus, daemon:
         let _ = writeln!(out, "  no MPS servers (one starts when the first CUDA client connects)");
     }
     for (server, clients) in &s.servers {
-        let user = gpuwarden::users::lookup(std::path::Path::new("/"), server.uid).map_or_else(String::new, |(a, _)| format!(" ({})", a.name));
+        let user = gpuwarden::base::users::lookup(std::path::Path::new("/"), server.uid).map_or_else(String::new, |(a, _)| format!(" ({})", a.name));
         let _ = writeln!(out, "  server pid {} for uid {}{user}: {} client(s) {:?}", server.pid, server.uid, clients.len(), clients);
     }
     let _ = writeln!(out, "  a share holds per CUDA process: a container that starts two CUDA processes takes two client slots");
@@ -119,7 +124,7 @@ pub fn json(config: &Config, status: &std::result::Result<DaemonStatus, daemon::
     use serde_json::json;
     match (config.mps.enabled, status) {
         (false, _) => json!({"enabled": false, "enforced": false}),
-        (true, Err(e)) => json!({"enabled": true, "enforced": false, "running": false, "error": gpuwarden::text::one_line(e)}),
+        (true, Err(e)) => json!({"enabled": true, "enforced": false, "running": false, "error": gpuwarden::base::text::one_line(e)}),
         (true, Ok(s)) => json!({
             "enabled": true,
             "enforced": true,

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{absolute, Result};
-use gpuwarden::fsutil::write_atomic;
-use gpuwarden::hook::HookCall;
+use super::Result;
+use gpuwarden::base::fsutil::write_atomic;
+use gpuwarden::hookcall::{HookCall, HookOptions};
 
 pub const HOOK_FILE: &str = "gpuwarden-precreate.json";
 
@@ -20,13 +20,12 @@ pub fn precreate_hook_json(hook: &HookCall) -> String {
         "when": { "always": true },
         "stages": ["precreate"],
     });
-    format!("{}\n", serde_json::to_string_pretty(&v).expect("JSON always serializes"))
+    gpuwarden::base::json::pretty(&v)
 }
 
 pub fn install_hook(hooks_dir: &Path, hook_path: Option<PathBuf>, launcher: &Path, print: bool, config: Option<&Path>) -> Result<ExitCode> {
     let path = super::hook_binary(hook_path.as_deref())?;
-    let mut options = config.map(|c| vec!["--config".to_string(), absolute(c).display().to_string()]).unwrap_or_default();
-    options.extend(["--launcher-path".to_string(), launcher.display().to_string()]);
+    let options = HookOptions { config: config.map(Path::to_path_buf), launcher_path: Some(launcher.to_path_buf()), ..Default::default() };
     let hook = HookCall { path, options };
     let text = precreate_hook_json(&hook);
     if print {
@@ -47,7 +46,7 @@ mod tests {
     #[test]
     fn the_shipped_hook_file_is_what_install_writes_for_usr_local_bin() {
         let shipped = include_str!("../../../hooks/gpuwarden-precreate.json");
-        let hook = HookCall { path: "/usr/local/bin/gpuwarden-hook".into(), options: vec!["--launcher-path".into(), "/usr/local/bin/gpuwarden-launch".into()] };
+        let hook = HookCall { path: "/usr/local/bin/gpuwarden-hook".into(), options: HookOptions { launcher_path: Some("/usr/local/bin/gpuwarden-launch".into()), ..Default::default() } };
         assert_eq!(shipped, precreate_hook_json(&hook));
     }
 }

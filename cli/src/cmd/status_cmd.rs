@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use super::{now, Result, StatusArgs};
 use gpuwarden::config::Config;
 use gpuwarden::ledger::{LedgerStore, ResetOutcome};
-use gpuwarden::proc::ProcFs;
+use gpuwarden::base::proc::ProcFs;
 
 fn store(state_dir: &Option<PathBuf>, config: &Config) -> LedgerStore {
     LedgerStore::new(state_dir.as_ref().unwrap_or(&config.state_dir))
@@ -15,25 +15,39 @@ fn store(state_dir: &Option<PathBuf>, config: &Config) -> LedgerStore {
 pub fn status(args: &StatusArgs, config: &Config) -> Result<ExitCode> {
     let a = &args.ledger;
     let mut inv = super::inventory_cmd::for_status(a.inventory.as_deref(), a.driver_root.as_deref(), config)?;
-    let live = gpuwarden::live::merge(&mut inv, &config.live.file, now(), config.live.max_age_seconds);
-    let ledger = store(&a.state_dir, config).read()?;
-    let status = gpuwarden::status::gather(&inv, config, &ledger, &ProcFs);
-    let mps = gpuwarden::mps::daemon::status(&config.mps, u32::try_from(inv.gpus.len())?);
-    let watch = gpuwarden::watched::state::WatchState::load(&config.watch.state_file).unwrap_or_default();
-    let events = gpuwarden::watched::events::read(&config.watch.events_file);
+    let live = gpuwarden::host::live::merge(&mut inv, &config.live.file, now(), config.live.max_age_seconds);
+    let ledger = match store(&a.state_dir, config).read() {
+        // Root's alone: a user sees it through the broker, their own containers in full and others' by user and profile.
+        Err(gpuwarden::ledger::LedgerError::Read { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => ledger_seen_by_me(config)?,
+        other => other?,
+    };
+    let status = gpuwarden::admin::status::gather(&inv, config, &ledger, &ProcFs);
+    let mps = gpuwarden::host::mps::daemon::status(&config.mps, u32::try_from(inv.gpus.len())?);
+    let watch = gpuwarden::host::watched::state::WatchState::load(&config.watch.state_file).unwrap_or_default();
+    let events = gpuwarden::host::watched::events::read(&config.watch.events_file);
     if args.json {
-        let mut v = gpuwarden::status::render_json(&status, now());
+        let mut v = gpuwarden::admin::status::render_json(&status, now());
         v["mps"] = super::mps_cmd::json(config, &mps);
         v["live_view"] = serde_json::json!(live.describe(&config.live.file));
-        v["watch"] = gpuwarden::watch::report::render_json(&watch, &events, now());
+        v["watch"] = gpuwarden::admin::watch::report::render_json(&watch, &events, now());
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", gpuwarden::status::render_text(&status, now()));
+        print!("{}", gpuwarden::admin::status::render_text(&status, now()));
         println!("LIVE {}", live.describe(&config.live.file));
         print!("{}", super::mps_cmd::render(config, mps));
-        print!("{}", gpuwarden::watch::report::render_text(&ledger, &watch, &events, now()));
+        print!("{}", gpuwarden::admin::watch::report::render_text(&ledger, &watch, &events, now()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ledger as the admission broker shows it to this user.
+fn ledger_seen_by_me(config: &Config) -> Result<gpuwarden::ledger::Ledger> {
+    let answer = gpuwarden::broker::ask(&config.broker.socket, &gpuwarden::broker::Request::Status {}, gpuwarden::broker::ANSWER_TIMEOUT)
+        .map_err(|down| format!("the ledger is root's, and {down}"))?;
+    match answer.ledger {
+        Some(l) if answer.ok => Ok(l),
+        _ => Err(format!("the admission broker did not show the ledger: {}", answer.line).into()),
+    }
 }
 
 pub fn ledger_reset(state_dir: Option<PathBuf>, force: bool, config: &Config) -> Result<ExitCode> {
@@ -62,7 +76,7 @@ pub fn ledger_reset(state_dir: Option<PathBuf>, force: bool, config: &Config) ->
 pub fn queue_cancel(key: &str, state_dir: Option<PathBuf>, config: &Config) -> Result<ExitCode> {
     // Root takes the ledger's lock itself; a user asks the broker, which checks it is theirs.
     let line = if nix::unistd::geteuid().is_root() {
-        gpuwarden::queue::cancel_in(&store(&state_dir, config), key, None)?
+        gpuwarden::ledger::queue::cancel_in(&store(&state_dir, config), key, None)?
     } else {
         let request = gpuwarden::broker::Request::Cancel { container: key.to_string() };
         let answer = gpuwarden::broker::ask(&config.broker.socket, &request, gpuwarden::broker::ANSWER_TIMEOUT)?;

@@ -6,8 +6,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::version::{version_newer, PODMAN_43_MAX_VERSION};
+use gpuwarden::cdi::check::newer as version_newer;
 use gpuwarden::cdi::Spec;
+
+/// The newest version Podman 4.3 reads; it silently drops newer specs.
+pub const PODMAN_43_MAX_VERSION: &str = "0.5.0";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
