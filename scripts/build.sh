@@ -14,8 +14,10 @@ TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
 echo "build.sh: building the admin CLI and the static hook, runtime shim and launcher (release; the first build takes a few minutes)" >&2
 cargo build --release --locked -p gpuwarden-cli
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p gpuwarden-hook -p gpuwarden-launch --target "$TRIPLE"
+# Cargo builds where CARGO_TARGET_DIR says; what is installed always goes to target/dist.
+BUILT=${CARGO_TARGET_DIR:-target}
 mkdir -p target/dist
-install -m 0755 target/release/gpuwarden target/dist/gpuwarden
-install -m 0755 "target/$TRIPLE/release/gpuwarden-hook" target/dist/gpuwarden-hook
-install -m 0755 "target/$TRIPLE/release/gpuwarden-runtime" target/dist/gpuwarden-runtime
-install -m 0755 "target/$TRIPLE/release/gpuwarden-launch" target/dist/gpuwarden-launch
+install -m 0755 "$BUILT/release/gpuwarden" target/dist/gpuwarden
+install -m 0755 "$BUILT/$TRIPLE/release/gpuwarden-hook" target/dist/gpuwarden-hook
+install -m 0755 "$BUILT/$TRIPLE/release/gpuwarden-runtime" target/dist/gpuwarden-runtime
+install -m 0755 "$BUILT/$TRIPLE/release/gpuwarden-launch" target/dist/gpuwarden-launch

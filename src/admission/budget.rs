@@ -173,6 +173,17 @@ pub fn check(gpu: &GpuCapacity, holders: &[&Reservation], share: &Share) -> Resu
     Ok(())
 }
 
+/// How many more containers of `share` fit beside `used` on `gpu`: the
+/// count [`check`] would admit one after another (what a Kubernetes node
+/// offers the scheduler of a profile).
+pub fn how_many(gpu: &GpuCapacity, used: Usage, share: &Share) -> u32 {
+    let mem_left = gpu.shareable_memory().saturating_sub(used.pinned).saturating_sub(gpu.live_excess());
+    let by_memory = if share.pinned == ByteSize::ZERO { u64::MAX } else { mem_left.as_u64() / share.pinned.as_u64() };
+    let by_threads = gpu.thread_ceiling.saturating_sub(used.threads).checked_div(share.threads).unwrap_or(u32::MAX);
+    let by_clients = gpu.max_clients.saturating_sub(used.clients);
+    u32::try_from(by_memory).unwrap_or(u32::MAX).min(by_threads).min(by_clients)
+}
+
 /// Most holders a refusal names before "and N more".
 const HOLDERS_SHOWN: usize = 6;
 
@@ -249,6 +260,30 @@ mod tests {
         assert_eq!(reserve_problems(&inv, &exact.budget).len(), 1, "exactly the GPU's memory leaves nothing either");
         let almost = Config::parse("[budget.reserves]\nall = \"11GiB\"\n", std::path::Path::new("c")).unwrap();
         assert!(reserve_problems(&inv, &almost.budget).is_empty());
+    }
+
+    #[test]
+    fn how_many_counts_what_check_would_admit_one_after_another() {
+        let gpu = seeds_gpu();
+        // 7.5 GiB shareable: two 3 GiB workers by memory, four by threads.
+        assert_eq!(how_many(&gpu, Usage::default(), &comfy()), 2);
+        let blender = Share { threads: 50, pinned: ByteSize::gib(5) };
+        assert_eq!(how_many(&gpu, Usage::default(), &blender), 1);
+        for profile in [comfy(), blender, Share { threads: 10, pinned: ByteSize::mib(512) }] {
+            let mut holders: Vec<Reservation> = Vec::new();
+            let n = how_many(&gpu, Usage::default(), &profile);
+            for i in 0..n {
+                let refs: Vec<&Reservation> = holders.iter().collect();
+                assert_eq!(how_many(&gpu, usage(&refs), &profile), n - i);
+                assert!(check(&gpu, &refs, &profile).is_ok());
+                holders.push(Reservation { threads: profile.threads, pinned_bytes: profile.pinned, ..held(&format!("c{i}"), None, "p", 0, 0) });
+            }
+            let refs: Vec<&Reservation> = holders.iter().collect();
+            assert_eq!(how_many(&gpu, usage(&refs), &profile), 0);
+            assert!(check(&gpu, &refs, &profile).is_err(), "none more fits: {profile:?}");
+        }
+        let clients = GpuCapacity { max_clients: 1, ..seeds_gpu() };
+        assert_eq!(how_many(&clients, Usage::default(), &comfy()), 1, "MPS clients bound it too");
     }
 
     #[test]

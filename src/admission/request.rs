@@ -12,6 +12,10 @@ use crate::oci::{ContainerConfig, HookState};
 /// set `gpuwarden.io/name`, Kubernetes sets its own).
 const NAME_ANNOTATIONS: &[&str] = &["gpuwarden.io/name", "io.kubernetes.container.name", "io.kubernetes.cri-o.ContainerName"];
 
+/// What containerd's CRI writes into every container's spec: the pod's
+/// namespace and name, and the container's name in the pod.
+const CRI_NAMES: [&str; 3] = ["io.kubernetes.cri.sandbox-namespace", "io.kubernetes.cri.sandbox-name", "io.kubernetes.cri.container-name"];
+
 /// The longest name recorded and shown, in characters.
 pub const MAX_NAME: usize = 64;
 
@@ -66,10 +70,18 @@ impl Request {
 /// The container's name, as its annotations give it: control characters
 /// dropped and cut to [`MAX_NAME`] characters, since it is recorded in the
 /// ledger, the events and every refusal line.
+/// A container of a Kubernetes pod under containerd is named
+/// `namespace/pod/container`, as `kubectl` would point at it.
 fn container_name(state: &HookState, cfg: &ContainerConfig) -> Option<String> {
+    let get = |k: &str| state.annotations.get(k).map(String::as_str).or_else(|| cfg.annotation(k)).filter(|v| !v.is_empty());
+    let cri = || {
+        get(CRI_NAMES[2])?;
+        Some(CRI_NAMES.iter().filter_map(|k| get(k)).collect::<Vec<_>>().join("/"))
+    };
     NAME_ANNOTATIONS
         .iter()
-        .find_map(|k| state.annotations.get(*k).map(String::as_str).or_else(|| cfg.annotation(k)))
+        .find_map(|k| get(k).map(str::to_owned))
+        .or_else(cri)
         .map(|n| n.chars().filter(|c| !c.is_control()).take(MAX_NAME).collect::<String>())
         .filter(|n| !n.is_empty())
 }
@@ -101,5 +113,20 @@ mod tests {
         let long = format!("{}", "n".repeat(200));
         let named = Request::sent(serde_json::json!({"id": "c1", "bundle": "/b", "annotations": {"gpuwarden.io/name": long}}), serde_json::json!({}), None).unwrap();
         assert_eq!(named.name.unwrap().len(), MAX_NAME);
+    }
+
+    #[test]
+    fn a_pods_container_under_containerd_is_named_by_namespace_pod_and_container() {
+        let cri = serde_json::json!({"annotations": {
+            "io.kubernetes.cri.sandbox-namespace": "lab", "io.kubernetes.cri.sandbox-name": "comfy-0",
+            "io.kubernetes.cri.container-name": "worker", "io.kubernetes.cri.container-type": "container"}});
+        let r = Request::sent(serde_json::json!({"id": "c0ffee0000000000", "bundle": "/b"}), cri.clone(), None).unwrap();
+        assert_eq!(r.name.as_deref(), Some("lab/comfy-0/worker"));
+        assert_eq!(r.label, "c0ffee000000 lab/comfy-0/worker");
+        let mut own = cri;
+        own["annotations"]["gpuwarden.io/name"] = "mine".into();
+        assert_eq!(Request::sent(serde_json::json!({"id": "c1", "bundle": "/b"}), own, None).unwrap().name.as_deref(), Some("mine"), "the user's own name first");
+        let sandbox = serde_json::json!({"annotations": {"io.kubernetes.cri.sandbox-name": "comfy-0"}});
+        assert_eq!(Request::sent(serde_json::json!({"id": "c2", "bundle": "/b"}), sandbox, None).unwrap().name, None, "a pod's sandbox is no container of it");
     }
 }
