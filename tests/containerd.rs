@@ -182,3 +182,71 @@ fn a_sigkilled_shim_leaves_nothing_held_after_the_next_admission() {
     assert_eq!(held.len(), 1, "only the new container holds a share: {held:?}");
     assert_eq!(held[0]["name"], "lab/next/worker");
 }
+
+#[path = "../deviceplugin/tests/support/kubelet.rs"]
+mod kubelet;
+
+/// The device plugin's answer, fed to containerd as the kubelet feeds it:
+/// four ComfyUI pods allocated and admitted; then the plugin shows no room
+/// for a render, and a render forced past it (its CDI device named by hand,
+/// as on counts gone stale) is refused by the node with the numbers.
+#[test]
+fn the_device_plugins_allocation_runs_the_profile_and_a_render_forced_past_a_full_budget_is_refused() {
+    let test = "the_device_plugins_allocation_runs_the_profile_and_a_render_forced_past_a_full_budget_is_refused";
+    if !needs_root(test) {
+        return;
+    }
+    use gpuwarden_device_plugin::api::device_plugin_client::DevicePluginClient;
+    use gpuwarden_device_plugin::api::*;
+    let gpu = Gpu::new();
+    let c = Containerd::start(&gpu, &dist("gpuwarden-runtime"));
+    let logs = tempfile::tempdir().unwrap();
+    let plugins = gpu.dir.path().join("device-plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut kubelet = rt.block_on(async { kubelet::FakeKubelet::start(&plugins) });
+    let _plugin = KillOnDrop(
+        std::process::Command::new(workspace_bin("gpuwarden-device-plugin"))
+            .args(["--config", &gpu.config, "--kubelet-dir", plugins.to_str().unwrap()])
+            .env_remove("GPUWARDEN_CONFIG")
+            .spawn()
+            .unwrap(),
+    );
+    let regs = rt.block_on(kubelet.registrations(2, Duration::from_secs(20)));
+    let connect = |endpoint: &str| {
+        let path = plugins.join(endpoint);
+        rt.block_on(async move { DevicePluginClient::new(gpuwarden_device_plugin::unix_channel(path).await.unwrap()) })
+    };
+    let (mut blender, mut comfy) = (connect(&regs[0].endpoint), connect(&regs[1].endpoint));
+    let mut comfy_watch = rt.block_on(comfy.list_and_watch(Empty {})).unwrap().into_inner();
+    let first = rt.block_on(comfy_watch.message()).unwrap().unwrap();
+    let healthy = |r: &ListAndWatchResponse| r.devices.iter().filter(|d| d.health == "Healthy").map(|d| d.id.clone()).collect::<Vec<_>>();
+    let slots = healthy(&first);
+    assert_eq!(slots.len(), 4, "{first:?}");
+
+    for (i, slot) in slots.iter().enumerate() {
+        let r = rt.block_on(comfy.allocate(AllocateRequest { container_requests: vec![ContainerAllocateRequest { devices_i_ds: vec![slot.clone()] }] })).unwrap().into_inner();
+        let cdi: Vec<&str> = r.container_responses[0].cdi_devices.iter().map(|d| d.name.as_str()).collect();
+        let pod = c.cri.run_pod("lab", &format!("comfy-{i}"), logs.path()).unwrap();
+        let id = c.cri.create(&pod, "worker", &["sh", "-c", "exec sleep 600"], &cdi, &[]).unwrap();
+        c.cri.start(&id).unwrap_or_else(|e| panic!("the allocated worker {slot} starts: {}", e.message()));
+    }
+    assert_eq!(gpu.reservations().len(), 4);
+    // The render's resource has no healthy slot left (within a second of the last admission).
+    let mut blender_watch = rt.block_on(blender.list_and_watch(Empty {})).unwrap().into_inner();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = rt.block_on(blender_watch.message()).unwrap().unwrap();
+        if healthy(&now).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "blender still shows room: {now:?}");
+    }
+    // Forced past it: the node refuses, and the kubelet's event would carry the line.
+    let pod = c.cri.run_pod("lab", "render", logs.path()).unwrap();
+    let id = c.cri.create(&pod, "blender", &["sh", "-c", "echo workload-ran"], &["nvidia.com/gpu=blender"], &[]).unwrap();
+    let e = c.cri.start(&id).expect_err("no room for a render");
+    assert!(e.message().contains("gpuwarden: refused") && e.message().contains("lab/render/blender (blender)") && e.message().contains("needs 5.0 GiB pinned memory"), "{}", e.message());
+    assert_eq!(gpu.reservations().len(), 4);
+    drop(kubelet);
+}

@@ -3,8 +3,10 @@
 //! service. None links HTTP, TLS or async code. The CNCF
 //! `container-device-interface` crate (whose JSON-schema validator brings
 //! reqwest, rustls, aws-lc and tokio) is a dev-dependency only, for the test
-//! that gpuwarden's own CDI checks agree with it. Checked on the dependency
-//! graph and on the linked binaries themselves.
+//! that gpuwarden's own CDI checks agree with it. The Kubernetes device
+//! plugin speaks gRPC to the kubelet: tonic, prost and tokio are its own,
+//! in its binary alone. Checked on the dependency graph and on the linked
+//! binaries themselves.
 
 mod common;
 use common::*;
@@ -18,6 +20,7 @@ const BANNED: &[&str] = &[
     "serde_yaml", "unsafe-libyaml",
     "container-device-interface", "jsonschema", "reqwest", "hyper", "hyper-util", "h2", "http", "tokio", "futures-util",
     "rustls", "aws-lc-rs", "aws-lc-sys", "openssl", "native-tls", "ring",
+    "tonic", "prost", "tower", "tokio-stream",
 ];
 
 fn normal_dependencies(package: &str) -> BTreeSet<String> {
@@ -50,6 +53,12 @@ fn no_binary_depends_on_an_http_tls_or_async_crate() {
         assert!(found.is_empty(), "{package} depends on {found:?}");
         assert!(tree.len() > 5, "the tree of {package} was read: {tree:?}");
     }
+    // The device plugin does (gRPC), so the check above can tell; its own crates, counted.
+    let plugin = normal_dependencies("gpuwarden-device-plugin");
+    assert!(["tonic", "prost", "tokio", "h2", "hyper"].iter().all(|c| plugin.contains(*c)), "{plugin:?}");
+    let cli = normal_dependencies("gpuwarden-cli");
+    let own: Vec<&String> = plugin.iter().filter(|c| !cli.contains(*c)).collect();
+    eprintln!("gpuwarden-device-plugin links {} crates, {} of them beside the admin CLI's: {own:?}", plugin.len(), own.len());
     // The tests do (the CNCF crate, to compare with), so the check above can tell.
     let dev = dependencies("gpuwarden", "normal,dev");
     assert!(dev.contains("container-device-interface") && dev.contains("reqwest") && dev.contains("aws-lc-sys"), "{dev:?}");
@@ -60,7 +69,7 @@ fn the_linked_binaries_hold_none_of_that_code() {
     for binary in [hook_bin().to_string(), bin().to_string(), dist("gpuwarden-runtime").display().to_string()] {
         let bytes = std::fs::read(&binary).unwrap();
         let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-        for needle in [&b"aws_lc"[..], b"reqwest::", b"hyper::", b"tokio::", b"rustls::", b"jsonschema"] {
+        for needle in [&b"aws_lc"[..], b"reqwest::", b"hyper::", b"tokio::", b"rustls::", b"jsonschema", b"tonic::", b"prost::"] {
             assert!(!has(needle), "{binary} contains {}", String::from_utf8_lossy(needle));
         }
         assert!(has(b"serde_json"), "{binary} was read (it holds serde_json)");

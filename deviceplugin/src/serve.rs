@@ -15,6 +15,9 @@ use crate::node::{Node, Slots};
 use crate::service::{options, ProfilePlugin};
 use crate::slots::resource_name;
 
+/// How long the kubelet may take to answer a registration.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Settings {
     pub dir: PathBuf,
     pub kind: String,
@@ -65,8 +68,10 @@ pub async fn run(node: Node, s: Settings) -> Result<(), String> {
             servers.push(serve_one(&s, p, gpus, rx.clone(), stopped.clone())?);
         }
         for p in &profiles {
-            if let Err(e) = register(&s.dir, p).await {
-                tracing::error!("registering {} with the kubelet: {e}; trying again", resource_name(p));
+            // A kubelet that takes the connection and never answers must not hold the plugin.
+            let registered = tokio::time::timeout(REGISTER_TIMEOUT, register(&s.dir, p)).await.unwrap_or_else(|_| Err(format!("no answer within {}s", REGISTER_TIMEOUT.as_secs())));
+            if let Err(e) = registered {
+                tracing::error!("registering {} with the kubelet: {e}; again when the kubelet restarts", resource_name(p));
             }
         }
         // Watch for the kubelet's restart (or our sockets removed under us).

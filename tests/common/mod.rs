@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 #[path = "../support/bins.rs"]
 mod bins;
 #[allow(unused_imports)]
-pub use bins::{bin, dist, hook_bin};
+pub use bins::{bin, dist, hook_bin, workspace_bin};
 
 pub mod docker;
 pub mod loaders;

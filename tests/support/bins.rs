@@ -60,3 +60,10 @@ pub fn dist(name: &str) -> PathBuf {
     });
     repo.join("target/dist").join(name)
 }
+
+/// Another of the workspace's binaries (the device plugin), as built for the running test.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = profile_dir().join(name);
+    assert!(p.is_file(), "{} was not built", p.display());
+    p
+}
