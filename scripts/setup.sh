@@ -25,7 +25,8 @@ fi
 # uidmap, slirp4netns, fuse-overlayfs: rootless Podman (newuidmap for subordinate ids);
 # lintian: the package's checks (tests/deb.rs).
 # protobuf-compiler: protoc, for the gRPC code of the device plugin and the CRI tests.
-PACKAGES="podman runc busybox-static protobuf-compiler ca-certificates gcc libc6-dev nvidia-cuda-mps systemd docker.io docker-compose debootstrap prometheus uidmap slirp4netns fuse-overlayfs lintian"
+# python3-venv: the Kubernetes manifests' schema check (scripts/kubernetes-validate.sh).
+PACKAGES="podman runc busybox-static protobuf-compiler python3-venv ca-certificates gcc libc6-dev nvidia-cuda-mps systemd docker.io docker-compose debootstrap prometheus uidmap slirp4netns fuse-overlayfs lintian"
 MISSING=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || MISSING="$MISSING $p"

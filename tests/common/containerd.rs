@@ -8,8 +8,10 @@
 //! The kubelet is the stand-in here: none can be installed on this host, so
 //! the tests make the kubelet's CRI calls themselves, with its fields.
 
-use super::docker::Gpu;
-use super::*;
+#![allow(dead_code)]
+
+use crate::common::docker::Gpu;
+use crate::common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
