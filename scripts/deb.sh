@@ -21,7 +21,7 @@ done
 # Grafana dashboard, as examples; the two
 # scripts the Containerfiles copy are shipped executable, on their own.
 mkdir -p "$ASSETS/examples"
-cp -r docker podman monitoring "$ASSETS/examples/"
+cp -r docker podman monitoring kubernetes "$ASSETS/examples/"
 rm "$ASSETS/examples/podman/comfyui/comfyui-start" "$ASSETS/examples/podman/blender/blender-render"
 target/dist/gpuwarden podman install-hook --print --hook-path /usr/bin/gpuwarden-hook --launcher-path /usr/bin/gpuwarden-launch \
   > "$ASSETS/hooks.d/gpuwarden-precreate.json"

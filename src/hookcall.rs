@@ -18,6 +18,8 @@ pub const HOOK_BINARY: &str = "gpuwarden-hook";
 
 /// The launcher binary's name on the host.
 pub const LAUNCHER_BINARY: &str = "gpuwarden-launch";
+/// The runtime that Docker (and containerd, as runc's binary) runs in front of runc.
+pub const RUNTIME_BINARY: &str = "gpuwarden-runtime";
 
 /// Where the launcher is mounted in a profile container: its first process.
 pub const LAUNCHER_PATH: &str = "/usr/libexec/gpuwarden/gpuwarden-launch";

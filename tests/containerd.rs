@@ -183,6 +183,28 @@ fn a_sigkilled_shim_leaves_nothing_held_after_the_next_admission() {
     assert_eq!(held[0]["name"], "lab/next/worker");
 }
 
+/// A node whose containerd runs runc itself (no gpuwarden runtime in front:
+/// the `plain` handler) gets no profile rewrite; admission, which CDI's hooks
+/// still run, refuses the pod for it, saying what is missing. Fail-closed.
+#[test]
+fn without_gpuwarden_runtime_in_front_of_runc_a_profile_pod_is_refused_not_run_unconfined() {
+    let test = "without_gpuwarden_runtime_in_front_of_runc_a_profile_pod_is_refused_not_run_unconfined";
+    if !needs_root(test) {
+        return;
+    }
+    let gpu = Gpu::new();
+    let c = Containerd::start(&gpu, &dist("gpuwarden-runtime"));
+    let logs = tempfile::tempdir().unwrap();
+    let pod = c.cri.run_pod_on("plain", "lab", "bare", logs.path()).unwrap_or_else(|e| panic!("RunPodSandbox: {e}"));
+    let id = c.cri.create(&pod, "worker", &["sh", "-c", "echo workload-ran"], &[PROFILE], &[]).unwrap();
+    let e = c.cri.start(&id).expect_err("no profile rewrite, no admission");
+    eprintln!("StartContainer's error: {}", e.message());
+    assert!(e.message().contains("gpuwarden: refused") && e.message().contains("lab/bare/worker"), "{}", e.message());
+    assert!(e.message().contains("breaks rule"), "it says which rule: {}", e.message());
+    assert!(!log_of(&logs.path().join("bare"), "worker").contains("workload-ran"));
+    assert!(gpu.reservations().is_empty());
+}
+
 #[path = "../deviceplugin/tests/support/kubelet.rs"]
 mod kubelet;
 

@@ -15,7 +15,7 @@ const IMAGE: &str = "localhost/gpuwarden-test-busybox:latest";
 /// What the package touches on the host: path, and content (None: absent).
 const WATCHED: &[&str] = &[
     "/etc/docker/daemon.json", "/etc/gpuwarden", "/etc/cdi", "/var/lib/gpuwarden", "/usr/share/containers/oci/hooks.d/gpuwarden-precreate.json",
-    "/usr/bin/gpuwarden", "/usr/bin/gpuwarden-hook", "/usr/bin/gpuwarden-runtime", "/usr/bin/gpuwarden-launch",
+    "/usr/bin/gpuwarden", "/usr/bin/gpuwarden-hook", "/usr/bin/gpuwarden-runtime", "/usr/bin/gpuwarden-launch", "/usr/bin/gpuwarden-device-plugin",
     "/lib/systemd/system/gpuwarden-mps.service", "/lib/systemd/system/gpuwarden-cdi-refresh.service", "/lib/systemd/system/gpuwarden-cdi-refresh.path",
     "/lib/systemd/system/gpuwarden-watch.service", "/lib/systemd/system/gpuwarden-live.service", "/lib/systemd/system/gpuwarden-broker.socket",
     "/lib/systemd/system/gpuwarden-broker.service", "/usr/share/doc/gpuwarden",
@@ -175,6 +175,8 @@ fn lintian_finds_no_error_or_warning_and_every_override_says_why() {
     for f in [
         "./usr/share/man/man1/gpuwarden.1.gz", "./usr/share/man/man1/gpuwarden-hook.1.gz", "./usr/share/man/man1/gpuwarden-runtime.1.gz",
         "./usr/share/man/man1/gpuwarden-launch.1.gz", "./usr/share/man/man1/gpuwarden-status.1.gz",
+        "./usr/bin/gpuwarden-device-plugin", "./usr/share/man/man1/gpuwarden-device-plugin.1.gz",
+        "./usr/share/doc/gpuwarden/examples/kubernetes/gpuwarden-device-plugin.yaml",
         "./usr/share/bash-completion/completions/gpuwarden", "./usr/share/zsh/vendor-completions/_gpuwarden", "./usr/share/fish/vendor_completions.d/gpuwarden.fish",
         "./usr/share/doc/gpuwarden/changelog.Debian.gz", "./usr/share/doc/gpuwarden/copyright",
     ] {

@@ -65,7 +65,7 @@ fn in_tree(word: &str) -> Option<PathBuf> {
     if let Some(rest) = word.strip_prefix(EXAMPLES) {
         return Some(repo().join(rest));
     }
-    ["scripts/", "podman/", "docker/", "systemd/", "packaging/", "hooks/", "cdi/", "tests/"].iter().any(|p| word.starts_with(p)).then(|| repo().join(word))
+    ["scripts/", "podman/", "docker/", "systemd/", "packaging/", "hooks/", "cdi/", "tests/", "kubernetes/"].iter().any(|p| word.starts_with(p)).then(|| repo().join(word))
 }
 
 #[test]

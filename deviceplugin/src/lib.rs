@@ -8,6 +8,7 @@
 pub mod api {
     tonic::include_proto!("v1beta1");
 }
+pub mod args;
 pub mod node;
 pub mod serve;
 pub mod service;

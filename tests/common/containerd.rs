@@ -275,6 +275,11 @@ impl Cri {
     /// Runs a pod on the host's network (no CNI here) with its logs in a
     /// folder of its own under `logs` (`logs/NAME`, as the kubelet gives each pod one).
     pub fn run_pod(&self, namespace: &str, name: &str, logs: &Path) -> Result<(String, cri::PodSandboxConfig), tonic::Status> {
+        self.run_pod_on("", namespace, name, logs)
+    }
+
+    /// The same under runtime handler `handler` (a RuntimeClass's; empty: the default).
+    pub fn run_pod_on(&self, handler: &str, namespace: &str, name: &str, logs: &Path) -> Result<(String, cri::PodSandboxConfig), tonic::Status> {
         let logs = logs.join(name);
         std::fs::create_dir_all(&logs).unwrap();
         let config = cri::PodSandboxConfig {
@@ -290,8 +295,8 @@ impl Cri {
             }),
             ..Default::default()
         };
-        let c = config.clone();
-        let id = self.call(|mut cl| Box::pin(async move { cl.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(c), runtime_handler: String::new() }).await }))?.pod_sandbox_id;
+        let (c, handler) = (config.clone(), handler.to_string());
+        let id = self.call(|mut cl| Box::pin(async move { cl.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(c), runtime_handler: handler }).await }))?.pod_sandbox_id;
         Ok((id, config))
     }
 

@@ -81,6 +81,28 @@ pub fn check(c: &ContainerdFacts, out: &mut Vec<Finding>) {
         ),
         _ => out.push(Finding::new("containerd", Level::Ok, format!("{name}: its CRI applies CDI devices"))),
     }
+    runtime(&name, cri, c.kubelet, out);
+}
+
+/// Whether the CRI's default runtime is gpuwarden's: containerd has no
+/// precreate stage, so the profile's rewrite (the launcher, a read-only
+/// root, no capabilities) comes from `gpuwarden-runtime` as runc's binary.
+/// Without it admission still runs (CDI's hooks) and refuses every profile
+/// pod, since none conforms: fail-closed, but no pod runs.
+fn runtime(name: &str, cri: Option<&toml::Table>, kubelet: bool, out: &mut Vec<Finding>) {
+    let containerd = cri.and_then(|t| t.get("containerd")).and_then(toml::Value::as_table);
+    let default = containerd.and_then(|t| t.get("default_runtime_name")).and_then(toml::Value::as_str).unwrap_or("runc");
+    let options = containerd.and_then(|t| t.get("runtimes")).and_then(|r| r.get(default)).and_then(|r| r.get("options"));
+    let binary = options.and_then(|o| o.get("BinaryName")).and_then(toml::Value::as_str).unwrap_or("runc");
+    if binary.rsplit('/').next() == Some(crate::hookcall::RUNTIME_BINARY) {
+        out.push(Finding::new("containerd", Level::Ok, format!("{name}: its runtime {default:?} runs {binary}, which applies the profiles")));
+        return;
+    }
+    let level = if kubelet { Level::Warn } else { Level::Note };
+    out.push(
+        Finding::new("containerd", level, format!("{name}: its runtime {default:?} runs {binary}, not gpuwarden-runtime: every profile pod is refused (the profile's launcher, read-only root and dropped capabilities are never applied)"))
+            .fix(format!("set BinaryName = \"/usr/bin/gpuwarden-runtime\" under [plugins.\"...\".containerd.runtimes.{default}.options] in /etc/containerd/config.toml, then systemctl restart containerd")),
+    );
 }
 
 #[cfg(test)]
@@ -91,11 +113,28 @@ mod tests {
         ContainerdFacts { version: Some(version.into()), config: config.map(ContainerdFacts::parse_config), kubelet }
     }
 
+    /// The CDI finding (the first).
     fn one(c: &ContainerdFacts) -> Finding {
         let mut out = Vec::new();
         check(c, &mut out);
-        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(!out.is_empty() && out.len() <= 2, "{out:?}");
         out.remove(0)
+    }
+
+    #[test]
+    fn the_default_runtime_must_be_gpuwarden_runtime_or_every_profile_pod_is_refused() {
+        let cdi = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\nenable_cdi = true\n";
+        let mut out = Vec::new();
+        check(&facts(V17, Some(cdi), true), &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[1].level == Level::Warn && out[1].text.contains("runs runc, not gpuwarden-runtime") && out[1].fix.as_deref().is_some_and(|f| f.contains("runtimes.runc.options")), "{:?}", out[1]);
+        let ours = format!("{cdi}[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"gw\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.gw.options]\nBinaryName = \"/usr/bin/gpuwarden-runtime\"\n");
+        let mut out = Vec::new();
+        check(&facts(V17, Some(&ours), true), &mut out);
+        assert!(out[1].level == Level::Ok && out[1].text.contains("runtime \"gw\" runs /usr/bin/gpuwarden-runtime"), "{out:?}");
+        let mut out = Vec::new();
+        check(&facts(V17, Some(cdi), false), &mut out);
+        assert_eq!(out[1].level, Level::Note, "without a kubelet, only worth knowing");
     }
 
     const V17: &str = "containerd containerd.io 1.7.24 88bf19b";

@@ -1,6 +1,7 @@
 //! `gpuwarden-docgen OUT`: writes the package's man pages (`OUT/man/*.1`) and
 //! shell completions (`OUT/completions/`): `gpuwarden` and `gpuwarden-hook`
-//! from their clap definitions (one page per `gpuwarden` command too), and
+//! and `gpuwarden-device-plugin` from their clap definitions (one page per
+//! `gpuwarden` command too), and
 //! `gpuwarden-runtime` and `gpuwarden-launch`, which parse their own
 //! arguments, from the help text each binary prints.
 
@@ -38,6 +39,7 @@ fn write_all(out: &Path) -> std::io::Result<()> {
     }
     clap_page(&man, cli)?;
     clap_page(&man, gpuwarden_hook::cli::command().version(VERSION))?;
+    clap_page(&man, gpuwarden_device_plugin::args::command().version(VERSION))?;
     std::fs::write(man.join("gpuwarden-runtime.1"), text_page("gpuwarden-runtime", RUNTIME_HELP))?;
     std::fs::write(man.join("gpuwarden-launch.1"), text_page("gpuwarden-launch", LAUNCH_USAGE))?;
     use gpuwarden_cli::cmd::{completions as complete, Shell};
@@ -60,7 +62,7 @@ fn clap_page(dir: &Path, cmd: clap::Command) -> std::io::Result<()> {
 }
 
 fn see_also(name: &str) -> String {
-    let others: Vec<String> = ["gpuwarden", "gpuwarden-hook", "gpuwarden-runtime", "gpuwarden-launch"].iter().filter(|o| **o != name).map(|o| format!("\\fB{o}\\fR(1)")).collect();
+    let others: Vec<String> = ["gpuwarden", "gpuwarden-hook", "gpuwarden-runtime", "gpuwarden-launch", "gpuwarden-device-plugin"].iter().filter(|o| **o != name).map(|o| format!("\\fB{o}\\fR(1)")).collect();
     format!(".SH \"SEE ALSO\"\n{}, /usr/share/doc/gpuwarden/README.md\n", others.join(", "))
 }
 
@@ -101,7 +103,7 @@ mod tests {
     fn every_binary_gets_a_page_and_every_shell_a_script() {
         let dir = std::env::temp_dir().join(format!("gpuwarden-docgen-{}", std::process::id()));
         write_all(&dir).unwrap();
-        for page in ["gpuwarden", "gpuwarden-hook", "gpuwarden-runtime", "gpuwarden-launch", "gpuwarden-cdi", "gpuwarden-status"] {
+        for page in ["gpuwarden", "gpuwarden-hook", "gpuwarden-runtime", "gpuwarden-launch", "gpuwarden-device-plugin", "gpuwarden-cdi", "gpuwarden-status"] {
             let text = std::fs::read_to_string(dir.join("man").join(format!("{page}.1"))).unwrap();
             assert!(text.starts_with(".ie") || text.starts_with(".TH"), "{page}: {}", &text[..80.min(text.len())]);
             assert!(text.contains("SEE ALSO"), "{page}");
