@@ -54,13 +54,17 @@ pub async fn run(node: Node, s: Settings) -> Result<(), String> {
         // Wait for the kubelet.
         let kubelet = loop {
             if let Some(id) = kubelet_identity(&s.dir) {
-                break id;
+                break Some(id);
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = term.recv() => return Ok(cleanup(&s.dir, &profiles)),
-                _ = tokio::signal::ctrl_c() => return Ok(cleanup(&s.dir, &profiles)),
+                _ = term.recv() => break None,
+                _ = tokio::signal::ctrl_c() => break None,
             }
+        };
+        let Some(kubelet) = kubelet else {
+            cleanup(&s.dir, &profiles);
+            return Ok(());
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
