@@ -211,13 +211,7 @@ state = "{state}"
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.remove_all();
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_daemon(&mut self.child);
         // Shims outlive their daemon: any left are this daemon's (its socket path is in their arguments).
         for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();

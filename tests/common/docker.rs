@@ -131,13 +131,7 @@ impl Drop for Dockerd {
         }
         let _ = self.docker(&["network", "prune", "-f"]);
         let _ = self.docker(&["volume", "prune", "-f"]);
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_daemon(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.exec_root);
         eprintln!("dockerd {} stopped", self.name);
     }

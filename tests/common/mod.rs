@@ -101,6 +101,17 @@ pub fn driver_fixture() -> &'static Fixture {
     })
 }
 
+/// Stops a daemon the test started: SIGTERM, up to 30 s to finish, then SIGKILL; reaped.
+pub fn stop_daemon(child: &mut std::process::Child) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A process killed (and reaped) when the test ends, however it ends.
 pub struct KillOnDrop(pub std::process::Child);
 
