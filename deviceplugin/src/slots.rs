@@ -104,7 +104,11 @@ pub fn cdi_device(kind: &str, profile: &str, gpus: usize, ids: &[String]) -> Res
 }
 
 /// The slots to prefer for a container that needs `size` of `available`:
-/// all on one GPU (those in `must` first), the GPU with the most free slots.
+/// all on one GPU (the one of `must`, if given), packed: the GPU with the
+/// fewest free slots that still has `size` (the lowest index on a tie), so
+/// the kubelet's successive calls for one pod's containers land on the same
+/// GPU while it has room, and whole GPUs stay free for larger shares. With
+/// no GPU holding `size`, the one with the most.
 pub fn preferred(available: &[String], must: &[String], size: usize) -> Vec<String> {
     let gpu_of = |id: &String| parse_slot(id).map(|(g, _)| g);
     let mut by_gpu: BTreeMap<Option<u32>, Vec<&String>> = BTreeMap::new();
@@ -114,7 +118,7 @@ pub fn preferred(available: &[String], must: &[String], size: usize) -> Vec<Stri
     let wanted = must.first().map(gpu_of);
     let best = match wanted {
         Some(g) => by_gpu.get(&g),
-        None => by_gpu.values().max_by_key(|ids| ids.len()),
+        None => by_gpu.values().filter(|ids| ids.len() >= size).min_by_key(|ids| ids.len()).or_else(|| by_gpu.values().max_by_key(|ids| ids.len())),
     };
     let mut out: Vec<String> = must.to_vec();
     for id in best.into_iter().flatten() {
@@ -198,6 +202,21 @@ mod tests {
     }
 
     #[test]
+    fn each_gpu_has_its_own_slots_and_its_own_room() {
+        let mut inv = builtin("rtx4070").unwrap();
+        let mut second = inv.gpus[0].clone();
+        second.index = 1;
+        second.uuid = "GPU-second".into();
+        inv.gpus.push(second);
+        let mut ledger = Ledger::default();
+        ledger.reservations.push(held("b1", None, "blender", 50, 5, 1, &inv));
+        let s = slots(&config(""), &inv, &ledger, &Alive);
+        let on = |gpu: u32| s["comfyui"].iter().filter(|x| x.gpu == gpu && x.healthy).count();
+        assert_eq!((on(0), on(1)), (2, 4), "a render on GPU 0 leaves it two workers; GPU 1 is empty");
+        assert_eq!(s["comfyui"].iter().filter(|x| x.gpu == 1).map(|x| x.id.as_str()).next(), Some("gpu1-comfyui-0"));
+    }
+
+    #[test]
     fn allocate_names_the_profile_device_of_the_slots_gpu() {
         assert_eq!(cdi_device("nvidia.com/gpu", "comfyui", 1, &["gpu0-comfyui-2".into()]).unwrap(), "nvidia.com/gpu=comfyui");
         assert_eq!(cdi_device("nvidia.com/gpu", "comfyui", 2, &["gpu1-comfyui-0".into()]).unwrap(), "nvidia.com/gpu=gpu1-comfyui");
@@ -212,7 +231,13 @@ mod tests {
     fn preferred_slots_stay_on_one_gpu() {
         let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let available = ids(&["gpu0-comfyui-0", "gpu1-comfyui-0", "gpu1-comfyui-1", "gpu0-comfyui-1", "gpu1-comfyui-2"]);
-        assert_eq!(preferred(&available, &[], 2), ids(&["gpu1-comfyui-0", "gpu1-comfyui-1"]));
+        assert_eq!(preferred(&available, &[], 2), ids(&["gpu0-comfyui-0", "gpu0-comfyui-1"]), "packed: the fuller GPU that holds two");
+        assert_eq!(preferred(&available, &[], 3), ids(&["gpu1-comfyui-0", "gpu1-comfyui-1", "gpu1-comfyui-2"]));
+        assert_eq!(preferred(&available, &[], 4), ids(&["gpu1-comfyui-0", "gpu1-comfyui-1", "gpu1-comfyui-2"]), "none holds four: the most on one GPU");
         assert_eq!(preferred(&available, &ids(&["gpu0-comfyui-1"]), 2), ids(&["gpu0-comfyui-1", "gpu0-comfyui-0"]));
+        // One pod's containers, one call each: the second lands beside the first.
+        let first = preferred(&available, &[], 1);
+        let rest: Vec<String> = available.iter().filter(|a| !first.contains(a)).cloned().collect();
+        assert_eq!(parse_slot(&preferred(&rest, &[], 1)[0]).unwrap().0, parse_slot(&first[0]).unwrap().0);
     }
 }

@@ -173,7 +173,7 @@ fn allocate_hands_over_the_profiles_cdi_device_and_preferred_slots_stay_on_one_g
         let p = comfy
             .get_preferred_allocation(PreferredAllocationRequest {
                 container_requests: vec![ContainerPreferredAllocationRequest {
-                    available_device_i_ds: ids(&["gpu0-comfyui-0", "gpu1-comfyui-0", "gpu1-comfyui-1"]),
+                    available_device_i_ds: ids(&["gpu0-comfyui-0", "gpu1-comfyui-0", "gpu1-comfyui-1", "gpu0-comfyui-3"]),
                     must_include_device_i_ds: vec![],
                     allocation_size: 2,
                 }],
@@ -181,7 +181,7 @@ fn allocate_hands_over_the_profiles_cdi_device_and_preferred_slots_stay_on_one_g
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(p.container_responses[0].device_i_ds, ids(&["gpu1-comfyui-0", "gpu1-comfyui-1"]));
+        assert_eq!(p.container_responses[0].device_i_ds, ids(&["gpu0-comfyui-0", "gpu0-comfyui-3"]), "two on one GPU");
     });
 }
 
