@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::admission::budget::{usage, GpuCapacity, Usage};
+use crate::admission::budget::{room, usage, GpuCapacity, Usage};
 use crate::config::Config;
 use crate::host::inventory::Inventory;
 use crate::ledger::Ledger;
@@ -72,7 +72,7 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
             bar(u.threads.into(), c.thread_ceiling.into()),
             u.threads,
             c.thread_ceiling,
-            format!("{}% left", c.thread_ceiling.saturating_sub(u.threads))
+            format!("{}% left", room(c, *u).threads)
         );
         if problem.is_some() {
             let _ = writeln!(out, "  memory   nothing to share  (of {}; reserved: {})", c.total_memory, c.reserves_text());
@@ -83,7 +83,7 @@ pub fn render_text(status: &[GpuStatus], now: u64) -> String {
                 bar(u.pinned.as_u64().into(), shareable.as_u64().into()),
                 u.pinned,
                 shareable,
-                shareable.saturating_sub(u.pinned).saturating_sub(c.live_excess()),
+                room(c, *u).memory,
                 c.total_memory,
                 c.reserves_text()
             );
@@ -174,11 +174,11 @@ pub fn render_json(status: &[GpuStatus], now: u64) -> Value {
                 "index": c.index,
                 "uuid": c.uuid,
                 "name": c.name,
-                "threads": {"used": u.threads, "ceiling": c.thread_ceiling, "left": c.thread_ceiling.saturating_sub(u.threads)},
+                "threads": {"used": u.threads, "ceiling": c.thread_ceiling, "left": room(c, *u).threads},
                 "pinned_memory": {
                     "used_bytes": u.pinned.as_u64(),
                     "shareable_bytes": shareable.as_u64(),
-                    "left_bytes": shareable.saturating_sub(u.pinned).saturating_sub(c.live_excess()).as_u64(),
+                    "left_bytes": room(c, *u).memory.as_u64(),
                     "total_bytes": c.total_memory.as_u64(),
                 },
                 "clients": {"used": u.clients, "max": c.max_clients},

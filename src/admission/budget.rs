@@ -146,25 +146,40 @@ pub struct Shortfall {
     pub text: String,
 }
 
+/// What is left of `gpu` beside `used`: pinned memory (the reserves and the
+/// memory used outside gpuwarden beyond them taken off), SM percent, MPS
+/// clients. The one arithmetic of [`check`] and [`how_many`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Room {
+    pub memory: ByteSize,
+    pub threads: u32,
+    pub clients: u32,
+}
+
+pub fn room(gpu: &GpuCapacity, used: Usage) -> Room {
+    Room {
+        memory: gpu.shareable_memory().saturating_sub(used.pinned).saturating_sub(gpu.live_excess()),
+        threads: gpu.thread_ceiling.saturating_sub(used.threads),
+        clients: gpu.max_clients.saturating_sub(used.clients),
+    }
+}
+
 /// Whether `share` fits beside `holders` on `gpu`.
 pub fn check(gpu: &GpuCapacity, holders: &[&Reservation], share: &Share) -> Result<(), Shortfall> {
-    let used = usage(holders);
-    let shareable = gpu.shareable_memory();
-    let mem_left = shareable.saturating_sub(used.pinned).saturating_sub(gpu.live_excess());
-    if share.pinned > mem_left {
+    let left = room(gpu, usage(holders));
+    if share.pinned > left.memory {
         return Err(Shortfall {
             resource: Resource::PinnedMemory,
-            text: format!("needs {} pinned memory, {mem_left} left of {shareable}", share.pinned),
+            text: format!("needs {} pinned memory, {} left of {}", share.pinned, left.memory, gpu.shareable_memory()),
         });
     }
-    let threads_left = gpu.thread_ceiling.saturating_sub(used.threads);
-    if share.threads > threads_left {
+    if share.threads > left.threads {
         return Err(Shortfall {
             resource: Resource::Threads,
-            text: format!("needs {}% of the SMs, {threads_left}% left of {}%", share.threads, gpu.thread_ceiling),
+            text: format!("needs {}% of the SMs, {}% left of {}%", share.threads, left.threads, gpu.thread_ceiling),
         });
     }
-    if used.clients >= gpu.max_clients {
+    if left.clients == 0 {
         return Err(Shortfall {
             resource: Resource::Clients,
             text: format!("needs an MPS client slot, 0 left of {}", gpu.max_clients),
@@ -177,11 +192,10 @@ pub fn check(gpu: &GpuCapacity, holders: &[&Reservation], share: &Share) -> Resu
 /// count [`check`] would admit one after another (what a Kubernetes node
 /// offers the scheduler of a profile).
 pub fn how_many(gpu: &GpuCapacity, used: Usage, share: &Share) -> u32 {
-    let mem_left = gpu.shareable_memory().saturating_sub(used.pinned).saturating_sub(gpu.live_excess());
-    let by_memory = if share.pinned == ByteSize::ZERO { u64::MAX } else { mem_left.as_u64() / share.pinned.as_u64() };
-    let by_threads = gpu.thread_ceiling.saturating_sub(used.threads).checked_div(share.threads).unwrap_or(u32::MAX);
-    let by_clients = gpu.max_clients.saturating_sub(used.clients);
-    u32::try_from(by_memory).unwrap_or(u32::MAX).min(by_threads).min(by_clients)
+    let left = room(gpu, used);
+    let by_memory = left.memory.as_u64().checked_div(share.pinned.as_u64()).unwrap_or(u64::MAX);
+    let by_threads = left.threads.checked_div(share.threads).unwrap_or(u32::MAX);
+    u32::try_from(by_memory).unwrap_or(u32::MAX).min(by_threads).min(left.clients)
 }
 
 /// Most holders a refusal names before "and N more".

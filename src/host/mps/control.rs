@@ -234,9 +234,10 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = client(dir.path(), u32::MAX);
         let started = std::time::Instant::now();
-        let e = thread_default(&c).unwrap_err().to_string();
-        assert!(e.contains(BUSY), "{e}");
-        assert!(started.elapsed() <= ASK_TIMEOUT + std::time::Duration::from_secs(1), "bounded: {:?}", started.elapsed());
+        let e = thread_default(&c).unwrap_err();
+        // Busy to the end, or (on a loaded machine) the last ask cut at the deadline: either says why.
+        assert!(matches!(&e, MpsError::Failed { stderr, .. } if stderr.contains(BUSY)) || matches!(e, MpsError::Timeout { .. }), "{e}");
+        assert!(started.elapsed() <= ASK_TIMEOUT + std::time::Duration::from_secs(2), "bounded: {:?}", started.elapsed());
     }
 
     #[test]
