@@ -64,9 +64,10 @@ pub fn check(c: &ContainerdFacts, out: &mut Vec<Finding>) {
         return;
     }
     let cri = config.and_then(cri_table);
+    // The CRI's table, for the lines to set.
+    let table = if config.and_then(|t| t.get("version")).and_then(toml::Value::as_integer) == Some(3) { "io.containerd.cri.v1.runtime" } else { "io.containerd.grpc.v1.cri" };
     let enabled = cri.and_then(|t| t.get("enable_cdi")).and_then(toml::Value::as_bool).unwrap_or(major_2);
     if !enabled {
-        let table = if config.and_then(|t| t.get("version")).and_then(toml::Value::as_integer) == Some(3) { "io.containerd.cri.v1.runtime" } else { "io.containerd.grpc.v1.cri" };
         out.push(
             Finding::new("containerd", fix_level, format!("{name}: its CRI ignores CDI devices (enable_cdi is off): {off}"))
                 .fix(format!("set enable_cdi = true under [plugins.\"{table}\"] in /etc/containerd/config.toml (version = 2), then systemctl restart containerd")),
@@ -81,7 +82,7 @@ pub fn check(c: &ContainerdFacts, out: &mut Vec<Finding>) {
         ),
         _ => out.push(Finding::new("containerd", Level::Ok, format!("{name}: its CRI applies CDI devices"))),
     }
-    runtime(&name, cri, c.kubelet, out);
+    runtime(&name, cri, table, c.kubelet, out);
 }
 
 /// Whether the CRI's default runtime is gpuwarden's: containerd has no
@@ -89,7 +90,7 @@ pub fn check(c: &ContainerdFacts, out: &mut Vec<Finding>) {
 /// root, no capabilities) comes from `gpuwarden-runtime` as runc's binary.
 /// Without it admission still runs (CDI's hooks) and refuses every profile
 /// pod, since none conforms: fail-closed, but no pod runs.
-fn runtime(name: &str, cri: Option<&toml::Table>, kubelet: bool, out: &mut Vec<Finding>) {
+fn runtime(name: &str, cri: Option<&toml::Table>, table: &str, kubelet: bool, out: &mut Vec<Finding>) {
     let containerd = cri.and_then(|t| t.get("containerd")).and_then(toml::Value::as_table);
     let default = containerd.and_then(|t| t.get("default_runtime_name")).and_then(toml::Value::as_str).unwrap_or("runc");
     let options = containerd.and_then(|t| t.get("runtimes")).and_then(|r| r.get(default)).and_then(|r| r.get("options"));
@@ -101,7 +102,7 @@ fn runtime(name: &str, cri: Option<&toml::Table>, kubelet: bool, out: &mut Vec<F
     let level = if kubelet { Level::Warn } else { Level::Note };
     out.push(
         Finding::new("containerd", level, format!("{name}: its runtime {default:?} runs {binary}, not gpuwarden-runtime: every profile pod is refused (the profile's launcher, read-only root and dropped capabilities are never applied)"))
-            .fix(format!("set BinaryName = \"/usr/bin/gpuwarden-runtime\" under [plugins.\"...\".containerd.runtimes.{default}.options] in /etc/containerd/config.toml, then systemctl restart containerd")),
+            .fix(format!("set BinaryName = \"/usr/bin/gpuwarden-runtime\" under [plugins.\"{table}\".containerd.runtimes.{default}.options] in /etc/containerd/config.toml, then systemctl restart containerd")),
     );
 }
 
@@ -127,7 +128,7 @@ mod tests {
         let mut out = Vec::new();
         check(&facts(V17, Some(cdi), true), &mut out);
         assert_eq!(out.len(), 2, "{out:?}");
-        assert!(out[1].level == Level::Warn && out[1].text.contains("runs runc, not gpuwarden-runtime") && out[1].fix.as_deref().is_some_and(|f| f.contains("runtimes.runc.options")), "{:?}", out[1]);
+        assert!(out[1].level == Level::Warn && out[1].text.contains("runs runc, not gpuwarden-runtime") && out[1].fix.as_deref().is_some_and(|f| f.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]")), "{:?}", out[1]);
         let ours = format!("{cdi}[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndefault_runtime_name = \"gw\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.gw.options]\nBinaryName = \"/usr/bin/gpuwarden-runtime\"\n");
         let mut out = Vec::new();
         check(&facts(V17, Some(&ours), true), &mut out);
