@@ -181,6 +181,9 @@ fn a_sigkilled_shim_leaves_nothing_held_after_the_next_admission() {
     let held = gpu.reservations();
     assert_eq!(held.len(), 1, "only the new container holds a share: {held:?}");
     assert_eq!(held[0]["name"], "lab/next/worker");
+    drop(c);
+    let left: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains("/run/gwtest-containerd")).map(str::to_owned).collect();
+    assert!(left.is_empty(), "the killed shim's pod left no mount behind: {left:?}");
 }
 
 /// A node whose containerd runs runc itself (no gpuwarden runtime in front:

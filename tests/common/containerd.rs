@@ -68,6 +68,7 @@ impl Containerd {
         assert!(v >= OLDEST, "containerd {v:?} is older than 1.7.2 and cannot inject CDI devices: {said}");
         let lock = process_lock("containerd17");
         let dir = PathBuf::from("/run/gwtest-containerd");
+        unmount_under(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         // Images persist between runs; containers never do (removed on drop, and here).
@@ -221,9 +222,20 @@ impl Drop for Containerd {
                 }
             }
         }
-        let _ = Command::new("umount").args(["-R", "-l"]).arg(&self.dir).output();
+        // A pod whose shim was killed keeps its bundle's rootfs mounted; nothing of this daemon stays.
+        unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         eprintln!("containerd stopped");
+    }
+}
+
+/// Unmounts (lazily) every mount at or below `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| Path::new(p).starts_with(dir)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").args(["-l", p]).output();
     }
 }
 

@@ -207,6 +207,19 @@ impl Drop for Rootless {
         for p in &self.made_nodes {
             let _ = std::fs::remove_file(p);
         }
+        // The test users' rootless Podman leaves a pause process and its runtime folders
+        // (no login session, so under /tmp): nothing of theirs outlives the test.
+        for user in [USER, "gwother"] {
+            if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
+                let _ = Command::new("pkill").args(["-KILL", "-u", user]).output();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while Command::new("pgrep").args(["-u", user]).output().is_ok_and(|o| o.status.success()) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                let _ = std::fs::remove_dir_all(format!("/tmp/podman-run-{}", u.uid));
+                let _ = std::fs::remove_dir_all(format!("/tmp/containers-user-{}", u.uid));
+            }
+        }
     }
 }
 
