@@ -24,14 +24,7 @@ const BANNED: &[&str] = &[
 ];
 
 fn normal_dependencies(package: &str) -> BTreeSet<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let o = Command::new(cargo)
-        .args(["tree", "--locked", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    assert!(o.status.success(), "cargo tree: {}", stderr(&o));
-    stdout(&o).lines().filter_map(|l| l.split_whitespace().next().map(str::to_owned)).collect()
+    dependencies(package, "normal")
 }
 
 fn dependencies(package: &str, edges: &str) -> BTreeSet<String> {

@@ -56,10 +56,8 @@ pub async fn run(node: Node, s: Settings) -> Result<(), String> {
             if let Some(id) = kubelet_identity(&s.dir) {
                 break Some(id);
             }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = term.recv() => break None,
-                _ = tokio::signal::ctrl_c() => break None,
+            if !look_again(&mut term).await {
+                break None;
             }
         };
         let Some(kubelet) = kubelet else {
@@ -80,10 +78,8 @@ pub async fn run(node: Node, s: Settings) -> Result<(), String> {
         }
         // Watch for the kubelet's restart (or our sockets removed under us).
         let restart = loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = term.recv() => break false,
-                _ = tokio::signal::ctrl_c() => break false,
+            if !look_again(&mut term).await {
+                break false;
             }
             let ours_gone = profiles.iter().any(|p| !s.dir.join(endpoint(p)).exists());
             if ours_gone || kubelet_identity(&s.dir) != Some(kubelet) {
@@ -99,6 +95,16 @@ pub async fn run(node: Node, s: Settings) -> Result<(), String> {
             cleanup(&s.dir, &profiles);
             return Ok(());
         }
+    }
+}
+
+/// Waits half a second before the next look at the kubelet's folder;
+/// `false` when SIGTERM or SIGINT came first.
+async fn look_again(term: &mut tokio::signal::unix::Signal) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(500)) => true,
+        _ = term.recv() => false,
+        _ = tokio::signal::ctrl_c() => false,
     }
 }
 

@@ -12,7 +12,7 @@ use gpuwarden::base::proc::Processes;
 use gpuwarden::config::Config;
 use gpuwarden::host::inventory::Inventory;
 use gpuwarden::ledger::Ledger;
-use gpuwarden::model::{Reservation, Share};
+use gpuwarden::model::Reservation;
 
 /// The resources' domain: `gpuwarden.io/comfyui`.
 pub const DOMAIN: &str = "gpuwarden.io";
@@ -56,11 +56,6 @@ pub fn is_pods(r: &Reservation) -> bool {
     r.name.as_deref().is_some_and(|n| n.split('/').count() == 3 && n.split('/').all(|p| !p.is_empty()))
 }
 
-/// The share of profile `profile`, if the config has it.
-pub fn share_of(config: &Config, profile: &str) -> Option<Share> {
-    config.profile(profile).map(|p| Share { threads: p.threads.get(), pinned: p.pinned_memory.size() })
-}
-
 /// Every profile's slots on every GPU, in the order of the GPUs.
 pub fn slots(config: &Config, inventory: &Inventory, ledger: &Ledger, processes: &dyn Processes) -> BTreeMap<String, Vec<Slot>> {
     let mut out: BTreeMap<String, Vec<Slot>> = BTreeMap::new();
@@ -70,9 +65,9 @@ pub fn slots(config: &Config, inventory: &Inventory, ledger: &Ledger, processes:
         // Entries whose process is gone hold nothing: the next admission reclaims them.
         let alive: Vec<&Reservation> = ledger.on_gpu(&gpu.uuid).into_iter().filter(|r| processes.start_time(r.pid) == Some(r.pid_start)).collect();
         let used = usage(&alive);
-        for name in config.profiles.keys() {
+        for (name, p) in &config.profiles {
             let profile = name.as_str();
-            let Some(share) = share_of(config, profile) else { continue };
+            let share = gpuwarden::profile::rewrite::profile_share(p);
             let total = how_many(&empty, Usage::default(), &share);
             let pods = alive.iter().filter(|r| r.profile == profile && is_pods(r)).count();
             let healthy = how_many(&now, used, &share).saturating_add(u32::try_from(pods).unwrap_or(u32::MAX)).min(total);

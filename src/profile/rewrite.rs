@@ -28,9 +28,14 @@ pub enum RewriteError {
     AskedTooMuch { key: &'static str, asked: String, allowed: String, profile: String },
 }
 
+/// The whole share of `profile`: what a container of it holds unless it asks for less.
+pub fn profile_share(profile: &Profile) -> Share {
+    Share { threads: profile.threads.get(), pinned: profile.pinned_memory.size() }
+}
+
 /// The share a container asks for within `profile`.
 pub fn requested_share(cfg: &ContainerConfig, profile_name: &str, profile: &Profile) -> Result<Share, RewriteError> {
-    let mut share = Share { threads: profile.threads.get(), pinned: profile.pinned_memory.size() };
+    let mut share = profile_share(profile);
     if let Some(v) = cfg.annotation(THREADS_ANNOTATION) {
         let asked: u32 = v.trim().trim_end_matches('%').parse().ok().filter(|t| (1..=100).contains(t)).ok_or_else(|| {
             RewriteError::BadAnnotation { key: THREADS_ANNOTATION, value: v.into(), why: "not a percentage from 1 to 100".into() }

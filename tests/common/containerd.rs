@@ -250,16 +250,7 @@ impl Cri {
     pub fn connect(socket: &Path) -> Option<Cri> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let path = socket.to_path_buf();
-        let channel = rt.block_on(async move {
-            tonic::transport::Endpoint::try_from("http://[::]:50051")
-                .ok()?
-                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                    let path = path.clone();
-                    async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-                }))
-                .await
-                .ok()
-        })?;
+        let channel = rt.block_on(gpuwarden_device_plugin::unix_channel(path)).ok()?;
         Some(Cri { rt, client: RuntimeServiceClient::new(channel) })
     }
 
